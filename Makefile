@@ -1,0 +1,36 @@
+# Every target creates the virtual environment on first use, from the pinned
+# requirements.txt, so `make demo` and `make test` work on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast lint demo check-env benchmark benchmark-speed clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check gnn_metamf tests scripts
+
+# Dry run of environment.yml's pip section against the pinned environment.
+check-env: setup
+	$(PY) scripts/check_environment.py --pip-dry-run
+
+demo: setup
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
