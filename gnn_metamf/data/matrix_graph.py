@@ -2,11 +2,10 @@
 
 Row ``i`` and column ``j`` of a matrix are two node types; every observed
 entry ``(i, j, value)`` is one edge between them. :class:`MatrixGraph`
-keeps the
-two node types in separate id spaces (``0 .. num_rows - 1`` and
+keeps the two node types in separate id spaces (``0 .. num_rows - 1`` and
 ``0 .. num_cols - 1``), so that batching offsets row ids by ``num_rows`` and
-column ids by ``num_cols`` independently, and a batch of matrices is again one
-block-diagonal matrix.
+column ids by ``num_cols`` independently, and a batch of matrices is again
+one block-diagonal matrix.
 """
 from __future__ import annotations
 
