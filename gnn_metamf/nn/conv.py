@@ -1,0 +1,182 @@
+"""Message layers on the row-column graph of a matrix.
+
+A layer sees three kinds of hidden state for a batch of matrices: one vector
+per row ``x_row`` (N, C), one per column ``x_col`` (M, C) and one per
+observed entry ``x_edge`` (E, C), and returns new states of the same shapes.
+All reductions go through :class:`~gnn_metamf.nn.ops.BipartiteOps`, so they
+are per row, per column or per matrix, never across the matrices of a batch.
+
+To write a new layer, subclass :class:`RowColLayer`, take ``channels`` as the
+first constructor argument, implement :meth:`RowColLayer.forward`, and either
+pass instances to :class:`~gnn_metamf.nn.encoder.Encoder` (``layers=[...]``)
+or register the class under a name with :func:`register_layer` and pass the
+name. A layer must be equivariant to permutations of rows and of columns and
+invariant to the order of entries; sums and means over entries are.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Type
+
+import torch
+from torch import Tensor
+from torch.nn import Linear
+
+from .ops import BipartiteOps
+
+__all__ = [
+    'RowColLayer',
+    'ExchangeableLayer',
+    'NodeMessageLayer',
+    'LAYERS',
+    'register_layer',
+    'make_layer',
+]
+
+#: Layer classes by name, for ``Encoder(layer='name')`` and the command line.
+LAYERS: Dict[str, Type[RowColLayer]] = {}
+
+
+def register_layer(name: str) -> Callable[[Type], Type]:
+    r"""Class decorator that makes a :class:`RowColLayer` available by
+    ``name``."""
+    def wrap(cls: Type) -> Type:
+        if not (isinstance(cls, type) and issubclass(cls, RowColLayer)):
+            raise TypeError(f'register_layer expects a RowColLayer subclass, '
+                            f'got {cls!r}')
+        LAYERS[name] = cls
+        return cls
+    return wrap
+
+
+def make_layer(layer, channels: int, **kwargs) -> RowColLayer:
+    r"""Builds a layer from a registered name, a class or an instance."""
+    if isinstance(layer, RowColLayer):
+        return layer
+    if isinstance(layer, str):
+        if layer not in LAYERS:
+            raise ValueError(f'unknown layer {layer!r}; registered layers '
+                             f'are {sorted(LAYERS)}')
+        layer = LAYERS[layer]
+    if isinstance(layer, type) and issubclass(layer, RowColLayer):
+        return layer(channels, **kwargs)
+    raise TypeError(f'expected a layer name, a RowColLayer subclass or '
+                    f'instance, got {layer!r}')
+
+
+class RowColLayer(torch.nn.Module):
+    r"""Base class of a message layer on the row-column graph.
+
+    Args:
+        channels (int): Width ``C`` of every hidden state.
+
+    Shapes:
+        - **input:** row states :math:`(N, C)`, column states
+          :math:`(M, C)`, entry states :math:`(E, C)`, and the
+          :class:`BipartiteOps` of the batch
+        - **output:** new row, column and entry states, same shapes
+    """
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x_row: Tensor, x_col: Tensor, x_edge: Tensor,
+                ops: BipartiteOps) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.channels})'
+
+
+@register_layer('exchangeable')
+class ExchangeableLayer(RowColLayer):
+    r"""The exchangeable matrix layer of Hartford et al., "Deep Models of
+    Interactions Across Sets" (ICML 2018), on the observed entries only.
+
+    Each entry's state is updated from itself, the mean over its row, the
+    mean over its column and the mean over its whole matrix:
+
+    .. math::
+        \mathbf{x}'_{ij} = \mathbf{x}_{ij} + \sigma\Big(
+        \mathbf{W}_1 \mathbf{x}_{ij}
+        + \mathbf{W}_2 \tfrac{1}{|\mathcal{N}(i)|}
+          \sum_{j' \in \mathcal{N}(i)} \mathbf{x}_{ij'}
+        + \mathbf{W}_3 \tfrac{1}{|\mathcal{N}(j)|}
+          \sum_{i' \in \mathcal{N}(j)} \mathbf{x}_{i'j}
+        + \mathbf{W}_4 \tfrac{1}{|\mathcal{S}|}
+          \sum_{(i', j') \in \mathcal{S}} \mathbf{x}_{i'j'}
+        + \mathbf{b} \Big)
+
+    where :math:`\mathcal{S}` are the matrix's observed entries and
+    :math:`\mathcal{N}(i)` the columns observed in row :math:`i`. Row and
+    column states pass through unchanged.
+
+    Args:
+        channels (int): Width ``C`` of the entry states.
+    """
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.lin_self = Linear(channels, channels)
+        self.lin_row = Linear(channels, channels, bias=False)
+        self.lin_col = Linear(channels, channels, bias=False)
+        self.lin_graph = Linear(channels, channels, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for lin in (self.lin_self, self.lin_row, self.lin_col,
+                    self.lin_graph):
+            lin.reset_parameters()
+
+    def forward(self, x_row, x_col, x_edge, ops):
+        # Project the pooled states before gathering them to the entries:
+        # C x C work per row, column and matrix instead of per entry.
+        row = self.lin_row(ops.row_mean(x_edge))  # (N, C)
+        col = self.lin_col(ops.col_mean(x_edge))  # (M, C)
+        graph = self.lin_graph(ops.graph_mean(x_edge))  # (B, C)
+        out = (self.lin_self(x_edge) + row[ops.row] + col[ops.col] +
+               graph[ops.edge_batch])  # (E, C)
+        return x_row, x_col, x_edge + torch.relu(out)
+
+
+@register_layer('node')
+class NodeMessageLayer(RowColLayer):
+    r"""Messages between row nodes and column nodes along the observed
+    entries, with the entry states as edge features.
+
+    .. math::
+        \mathbf{r}'_i = \mathbf{r}_i + \sigma\Big(\mathbf{W}_1 \mathbf{r}_i
+        + \tfrac{1}{|\mathcal{N}(i)|} \sum_{j \in \mathcal{N}(i)}
+        \big(\mathbf{W}_2 \mathbf{c}_j + \mathbf{W}_3 \mathbf{x}_{ij}\big)
+        + \mathbf{b}\Big)
+
+    and symmetrically for a column :math:`\mathbf{c}_j` from its rows, both
+    from the states before the layer. Entry states pass through unchanged.
+    A row with no entry receives no message.
+
+    Args:
+        channels (int): Width ``C`` of every state.
+    """
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.row_self = Linear(channels, channels)
+        self.row_from_col = Linear(channels, channels, bias=False)
+        self.row_from_edge = Linear(channels, channels, bias=False)
+        self.col_self = Linear(channels, channels)
+        self.col_from_row = Linear(channels, channels, bias=False)
+        self.col_from_edge = Linear(channels, channels, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for lin in (self.row_self, self.row_from_col, self.row_from_edge,
+                    self.col_self, self.col_from_row, self.col_from_edge):
+            lin.reset_parameters()
+
+    def forward(self, x_row, x_col, x_edge, ops):
+        row_deg = ops.row_degree.clamp(min=1).unsqueeze(-1)  # (N, 1)
+        col_deg = ops.col_degree.clamp(min=1).unsqueeze(-1)  # (M, 1)
+        to_row = (ops.rows_from_cols(self.row_from_col(x_col)) +
+                  ops.row_sum(self.row_from_edge(x_edge))) / row_deg
+        to_col = (ops.cols_from_rows(self.col_from_row(x_row)) +
+                  ops.col_sum(self.col_from_edge(x_edge))) / col_deg
+        new_row = x_row + torch.relu(self.row_self(x_row) + to_row)
+        new_col = x_col + torch.relu(self.col_self(x_col) + to_col)
+        return new_row, new_col, x_edge

@@ -1,0 +1,315 @@
+"""MetaMF: encoder, Gaussian priors and MAP refinement in one module."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from .encoder import Encoder
+from .normalize import MatrixScale
+from .ops import BipartiteOps
+from .prior import GaussianPriorHead
+from .refine import MAPRefinement, Prior, design, predict_entries
+
+__all__ = ['MetaMF', 'Factorization']
+
+
+@dataclass
+class Factorization:
+    r"""The adapted factors of a batch of matrices and what is needed to
+    predict from them.
+
+    ``P`` (N, K + 1) holds :math:`[\mathbf{u}_i; b_i]` per row and ``Q``
+    (M, K + 1) :math:`[\mathbf{v}_j; c_j]` per column, in the normalised
+    scale of :class:`~gnn_metamf.nn.normalize.MatrixScale`.
+    """
+    P: Tensor
+    Q: Tensor
+    row_prior: Prior
+    col_prior: Prior
+    z: Tensor
+    ops: BipartiteOps
+    scale: MatrixScale
+
+    @property
+    def U(self) -> Tensor:
+        r"""Row factors, shape ``(N, K)``."""
+        return self.P[:, :-1]
+
+    @property
+    def V(self) -> Tensor:
+        r"""Column factors, shape ``(M, K)``."""
+        return self.Q[:, :-1]
+
+    @property
+    def row_bias(self) -> Tensor:
+        return self.P[:, -1]
+
+    @property
+    def col_bias(self) -> Tensor:
+        return self.Q[:, -1]
+
+    def predict_normalized(self, index: Tensor) -> Tensor:
+        r"""Normalised predictions at ``index`` (2, Q); shape ``(Q,)``."""
+        return predict_entries(self.P, self.Q, index[0], index[1])
+
+
+class MetaMF(torch.nn.Module):
+    r"""Meta-learned matrix factorization for matrices that share no rows or
+    columns with the training matrices (Iwata, arXiv 2106.15133), on
+    bipartite graphs.
+
+    For each matrix of a batch, the observed values are standardised
+    (:class:`~gnn_metamf.nn.normalize.MatrixScale`); an
+    :class:`~gnn_metamf.nn.encoder.Encoder` of row-column message layers
+    describes every row, column and matrix; two
+    :class:`~gnn_metamf.nn.prior.GaussianPriorHead` turn these into a
+    Gaussian prior over each row's and column's factor and bias; and a
+    :class:`~gnn_metamf.nn.refine.MAPRefinement` adapts the factors to the
+    observed entries in a few closed-form steps. Predictions
+    :math:`m_b + s_b(\mathbf{u}_i^\top\mathbf{v}_j + b_i + c_j)` return to
+    each matrix's own scale.
+
+    The predictive standard deviation of an entry combines a Laplace
+    approximation of the factors' posterior (treating rows and columns as
+    independent) with a noise term,
+
+    .. math::
+        \operatorname{Var}[\hat z_{ij}] \approx \sigma^2_{\mathrm{obs}}
+        + \kappa\,(\mathbf{a}_j^\top \Sigma^u_i \mathbf{a}_j
+        + \mathbf{a}_i^\top \Sigma^v_j \mathbf{a}_i),
+
+    where :math:`\sigma^2_{\mathrm{obs}}` and :math:`\kappa` are calibrated
+    by the Gaussian negative log-likelihood of the query entries during
+    meta-training, on detached means, so that calibration never changes the
+    predictions themselves.
+
+    Args:
+        rank (int): Latent dimension ``K``. (default: :obj:`16`)
+        hidden_channels (int): Width of the encoder and prior heads.
+            (default: :obj:`64`)
+        num_layers (int): Encoder layers. (default: :obj:`4`)
+        layer (str, type or list): Encoder layer(s), see
+            :class:`~gnn_metamf.nn.encoder.Encoder`.
+            (default: :obj:`'exchangeable'`)
+        num_steps (int): Refinement steps; 0 predicts from the prior means.
+            (default: :obj:`5`)
+        solver (str): ``'als'`` or ``'gd'``. (default: :obj:`'als'`)
+        first_order (bool): First-order meta-gradient.
+            (default: :obj:`False`)
+        checkpoint_steps (bool): Gradient checkpointing of the steps.
+            (default: :obj:`False`)
+        backend (str): ``'sparse'`` (CSR products) or ``'scatter'``.
+            (default: :obj:`'sparse'`)
+        clip (bool): Clip predictions to the range of each matrix's observed
+            values. (default: :obj:`True`)
+    """
+    def __init__(
+        self,
+        rank: int = 16,
+        hidden_channels: int = 64,
+        num_layers: int = 4,
+        layer: Any = 'exchangeable',
+        num_steps: int = 5,
+        solver: str = 'als',
+        first_order: bool = False,
+        checkpoint_steps: bool = False,
+        backend: str = 'sparse',
+        clip: bool = True,
+    ):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"'rank' must be >= 1, got {rank}")
+        self.config = dict(rank=rank, hidden_channels=hidden_channels,
+                           num_layers=num_layers, layer=layer,
+                           num_steps=num_steps, solver=solver,
+                           first_order=first_order,
+                           checkpoint_steps=checkpoint_steps,
+                           backend=backend, clip=clip)
+        self.rank = rank
+        self.backend = backend
+        self.clip = clip
+        self.encoder = Encoder(hidden_channels, num_layers, layer)
+        node, graph = self.encoder.node_channels, self.encoder.graph_channels
+        self.row_prior = GaussianPriorHead(node, graph, rank, hidden_channels)
+        self.col_prior = GaussianPriorHead(node, graph, rank, hidden_channels)
+        self.refine = MAPRefinement(num_steps, solver, first_order,
+                                    checkpoint_steps)
+        self.log_obs_var = Parameter(torch.tensor(math.log(0.5)))
+        self.log_kappa = Parameter(torch.tensor(0.0))
+
+    def reset_parameters(self):
+        self.encoder.reset_parameters()
+        self.row_prior.reset_parameters()
+        self.col_prior.reset_parameters()
+        self.refine.reset_parameters()
+        with torch.no_grad():
+            self.log_obs_var.fill_(math.log(0.5))
+            self.log_kappa.zero_()
+
+    def forward(self, graph, num_steps: Optional[int] = None) -> Factorization:
+        r"""Adapts factors to the observed entries of ``graph`` (a
+        :class:`~gnn_metamf.MatrixGraph` or a batch of them).
+
+        Args:
+            graph: Observed entries ``edge_index`` (2, E), ``edge_value``
+                (E,).
+            num_steps (int, optional): Overrides the number of refinement
+                steps. (default: :obj:`None`)
+        """
+        ops = BipartiteOps.from_graph(graph, self.backend)
+        value = graph.edge_value.to(self.log_kappa.dtype)
+        scale = MatrixScale.fit(value, ops)
+        z = scale.normalize(value, ops.edge_batch)  # (E,)
+        h_row, h_col, h_graph = self.encoder(z, ops)
+        row_prior = self.row_prior(h_row, h_graph, ops.row_batch)
+        col_prior = self.col_prior(h_col, h_graph, ops.col_batch)
+        P, Q = self.refine(z, ops, row_prior, col_prior, num_steps)
+        return Factorization(P, Q, row_prior, col_prior, z, ops, scale)
+
+    def predictive_variance(self, fact: Factorization, index: Tensor,
+                            cov: Optional[tuple[Tensor, Tensor]] = None
+                            ) -> Tensor:
+        r"""Normalised predictive variance at ``index`` (2, Q); shape
+        ``(Q,)``. Gradients reach only the calibration parameters.
+        ``cov`` are the Laplace covariances when already computed."""
+        with torch.no_grad():
+            if cov is None:
+                cov = self.refine.posterior_covariance(
+                    fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
+                    fact.col_prior)
+            a_col = design(fact.Q)[0][index[1]]  # (Q, K + 1)
+            a_row = design(fact.P)[0][index[0]]  # (Q, K + 1)
+            param_var = (_quad(cov[0][index[0]], a_col) +
+                         _quad(cov[1][index[1]], a_row))  # (Q,)
+        return self.log_obs_var.exp() + self.log_kappa.exp() * param_var
+
+    def predict(self, graph, index: Optional[Tensor] = None,
+                num_steps: Optional[int] = None,
+                return_std: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+        r"""Predictions, in each matrix's original scale, at ``index``
+        (2, Q) (default: ``graph.edge_label_index``). Returns the means and
+        standard deviations, each of shape ``(Q,)`` (``None`` for the
+        deviations when ``return_std`` is false)."""
+        index = _query_index(graph, index)
+        fact = self(graph, num_steps)
+        batch = fact.ops.row_batch[index[0]]  # (Q,)
+        z_hat = fact.predict_normalized(index)
+        mean = fact.scale.denormalize(z_hat, batch, clip=self.clip)
+        if not return_std:
+            return mean, None
+        var = self.predictive_variance(fact, index)
+        return mean, var.sqrt() * fact.scale.scale[batch]
+
+    def loss(self, graph, num_steps: Optional[int] = None
+             ) -> tuple[Tensor, dict[str, float]]:
+        r"""Meta-training loss on the query entries ``edge_label_index`` /
+        ``edge_label``: their mean squared error in normalised units plus
+        the Gaussian negative log-likelihood that calibrates the predictive
+        variance. Returns the loss and a dictionary of float statistics
+        (``mse`` normalised, ``nll``, ``rmse`` in original units)."""
+        index = _query_index(graph, None)
+        if graph.get('edge_label') is None:
+            raise ValueError("the graph has no 'edge_label': the loss needs "
+                             "the true values of the query entries")
+        fact = self(graph, num_steps)
+        batch = fact.ops.row_batch[index[0]]  # (Q,)
+        target = fact.scale.normalize(
+            graph.edge_label.to(fact.z.dtype), batch)  # (Q,)
+        z_hat = fact.predict_normalized(index)
+        mse = ((z_hat - target) ** 2).mean()
+        var = self.predictive_variance(fact, index)
+        nll = 0.5 * (torch.log(2 * math.pi * var) +
+                     (z_hat.detach() - target) ** 2 / var).mean()
+        with torch.no_grad():
+            raw = fact.scale.denormalize(z_hat, batch) - graph.edge_label
+            rmse = raw.pow(2).mean().sqrt()
+        stats = dict(mse=mse.item(), nll=nll.item(), rmse=rmse.item())
+        return mse + nll, stats
+
+    @torch.no_grad()
+    def impute(self, graph, query_index: Tensor,
+               num_steps: Optional[int] = None,
+               chunk_size: int = 1 << 18) -> tuple[Tensor, Tensor]:
+        r"""Imputes entries of one matrix (or a batch) without gradients.
+
+        Args:
+            graph (MatrixGraph): The observed entries.
+            query_index (torch.Tensor): Pairs to predict, shape ``(2, Q)``.
+            num_steps (int, optional): Overrides the refinement steps.
+            chunk_size (int): Query pairs handled at once, which bounds the
+                memory of the uncertainty computation.
+                (default: :obj:`262144`)
+
+        Returns:
+            (torch.Tensor, torch.Tensor): Means and standard deviations in
+            the matrix's original scale, each of shape ``(Q,)``.
+        """
+        query_index = _check_query(graph, query_index)
+        was_training = self.training
+        self.eval()
+        try:
+            fact = self(graph, num_steps)
+            cov = self.refine.posterior_covariance(
+                fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
+                fact.col_prior)
+            means, stds = [], []
+            for start in range(0, query_index.size(1), chunk_size):
+                index = query_index[:, start:start + chunk_size]
+                mean, std = self._predict_chunk(fact, cov, index)
+                means.append(mean)
+                stds.append(std)
+        finally:
+            self.train(was_training)
+        if not means:
+            empty = fact.z.new_zeros(0)
+            return empty, empty.clone()
+        return torch.cat(means), torch.cat(stds)
+
+    def _predict_chunk(self, fact: Factorization,
+                       cov: tuple[Tensor, Tensor],
+                       index: Tensor) -> tuple[Tensor, Tensor]:
+        batch = fact.ops.row_batch[index[0]]  # (q,)
+        z_hat = fact.predict_normalized(index)
+        mean = fact.scale.denormalize(z_hat, batch, clip=self.clip)
+        var = self.predictive_variance(fact, index, cov)
+        return mean, var.sqrt() * fact.scale.scale[batch]
+
+
+def _quad(cov: Tensor, a: Tensor) -> Tensor:
+    r""":math:`\mathbf{a}^\top \Sigma \mathbf{a}` per row: ``(Q, D, D)``,
+    ``(Q, D)`` to ``(Q,)``."""
+    return torch.einsum('qd,qde,qe->q', a, cov, a)
+
+
+def _query_index(graph, index: Optional[Tensor]) -> Tensor:
+    if index is None:
+        index = graph.get('edge_label_index')
+        if index is None:
+            raise ValueError("no query: pass 'index' or give the graph an "
+                             "'edge_label_index'")
+    return _check_query(graph, index)
+
+
+def _check_query(graph, index: Tensor) -> Tensor:
+    if not isinstance(index, Tensor):
+        index = torch.as_tensor(index)
+    if index.dim() != 2 or index.size(0) != 2:
+        raise ValueError(f'query index must have shape (2, Q), got '
+                         f'{tuple(index.shape)}')
+    if index.is_floating_point() or index.dtype == torch.bool:
+        raise ValueError(f'query index must hold integer ids, got dtype '
+                         f'{index.dtype}')
+    index = index.long().to(graph.edge_index.device)
+    for dim, (size, side) in enumerate(((graph.num_rows, 'row'),
+                                        (graph.num_cols, 'column'))):
+        ids = index[dim]
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+            raise ValueError(f'query index has {side} id {bad}, expected '
+                             f'ids in [0, {size})')
+    return index

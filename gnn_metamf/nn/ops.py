@@ -1,0 +1,200 @@
+"""Sums over the entries of a (batched) bipartite matrix graph.
+
+Every layer and every refinement step of the model reduces over the observed
+entries of each row, each column or each whole matrix. :class:`BipartiteOps`
+builds the index structures for this once per forward pass and offers two
+interchangeable backends:
+
+* ``'scatter'``: gathers and :func:`torch_geometric.utils.scatter` with an
+  explicit ``dim_size``; the readable reference.
+* ``'sparse'``: compressed sparse row (CSR) matrices multiplied with dense
+  features (``torch.mm``), which on CPU is several times faster than a
+  scatter and never materialises a per-entry copy of the gathered features.
+
+Both give the same result within float tolerance (tested), run on CPU and
+CUDA, and back-propagate into the dense operand.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import scatter
+
+__all__ = ['BipartiteOps', 'BACKENDS']
+
+BACKENDS = ('sparse', 'scatter')
+
+
+class BipartiteOps:
+    r"""Index structures and reductions of a batch of ``B`` matrices with
+    ``N`` rows, ``M`` columns and ``E`` observed entries in all.
+
+    Args:
+        edge_index (torch.Tensor): Row and column id of each entry, shape
+            ``(2, E)``.
+        num_rows (int): ``N``, rows of all matrices together.
+        num_cols (int): ``M``, columns of all matrices together.
+        row_batch (torch.Tensor): Matrix id of each row, shape ``(N,)``.
+        col_batch (torch.Tensor): Matrix id of each column, shape ``(M,)``.
+        num_graphs (int): ``B``.
+        backend (str): ``'sparse'`` or ``'scatter'``.
+            (default: :obj:`'sparse'`)
+
+    Attributes:
+        row_degree, col_degree (torch.Tensor): Entries per row ``(N,)`` and
+            per column ``(M,)``, as floats.
+        graph_entries (torch.Tensor): Entries per matrix, ``(B,)``.
+        edge_batch (torch.Tensor): Matrix id of each entry, ``(E,)``.
+    """
+    def __init__(
+        self,
+        edge_index: Tensor,
+        num_rows: int,
+        num_cols: int,
+        row_batch: Tensor,
+        col_batch: Tensor,
+        num_graphs: int,
+        backend: str = 'sparse',
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"'backend' must be one of {BACKENDS}, got "
+                             f"{backend!r}")
+        self.backend = backend
+        self.row, self.col = edge_index[0], edge_index[1]
+        self.num_rows, self.num_cols = num_rows, num_cols
+        self.num_graphs = num_graphs
+        self.row_batch, self.col_batch = row_batch, col_batch
+        self.edge_batch = row_batch[self.row]  # (E,)
+
+        ones = torch.ones(self.row.numel(), device=self.row.device)
+        self.row_degree = scatter(ones, self.row, 0, num_rows, 'sum')
+        self.col_degree = scatter(ones, self.col, 0, num_cols, 'sum')
+        self.graph_entries = scatter(ones, self.edge_batch, 0, num_graphs,
+                                     'sum')
+        self.rows_per_graph = scatter(torch.ones_like(row_batch),
+                                      row_batch, 0, num_graphs, 'sum')
+        self.cols_per_graph = scatter(torch.ones_like(col_batch),
+                                      col_batch, 0, num_graphs, 'sum')
+
+        if backend == 'sparse':
+            # Entries sorted by row (for row sums) and by column (for column
+            # sums); the permutations map sorted positions to entry ids.
+            self._by_row = _Compressed(self.row, self.col, num_rows)
+            self._by_col = _Compressed(self.col, self.row, num_cols)
+            self._by_graph = _Compressed(self.edge_batch, None, num_graphs)
+
+    @classmethod
+    def from_graph(cls, graph, backend: str = 'sparse') -> BipartiteOps:
+        r"""Builds the structures of a :class:`MatrixGraph` or a batch."""
+        return cls(graph.edge_index, graph.num_rows, graph.num_cols,
+                   graph.row_batch, graph.col_batch, graph.num_matrices,
+                   backend)
+
+    # ------------------------------------------------------------------
+    # Entry -> row, column or matrix.
+
+    def row_sum(self, x: Tensor) -> Tensor:
+        r"""Sum of per-entry features over each row: ``(E, D) -> (N, D)``."""
+        if self.backend == 'scatter':
+            return scatter(x, self.row, 0, self.num_rows, 'sum')
+        return self._by_row.sum_entries(x)
+
+    def col_sum(self, x: Tensor) -> Tensor:
+        r"""Sum over each column: ``(E, D) -> (M, D)``."""
+        if self.backend == 'scatter':
+            return scatter(x, self.col, 0, self.num_cols, 'sum')
+        return self._by_col.sum_entries(x)
+
+    def graph_sum(self, x: Tensor) -> Tensor:
+        r"""Sum over each matrix: ``(E, D) -> (B, D)``."""
+        if self.backend == 'scatter':
+            return scatter(x, self.edge_batch, 0, self.num_graphs, 'sum')
+        return self._by_graph.sum_entries(x)
+
+    def row_mean(self, x: Tensor) -> Tensor:
+        r"""Mean over each row's entries, 0 for an empty row:
+        ``(E, D) -> (N, D)``."""
+        return self.row_sum(x) / self.row_degree.clamp(min=1).unsqueeze(-1)
+
+    def col_mean(self, x: Tensor) -> Tensor:
+        r"""Mean over each column's entries: ``(E, D) -> (M, D)``."""
+        return self.col_sum(x) / self.col_degree.clamp(min=1).unsqueeze(-1)
+
+    def graph_mean(self, x: Tensor) -> Tensor:
+        r"""Mean over each matrix's entries: ``(E, D) -> (B, D)``."""
+        return (self.graph_sum(x) /
+                self.graph_entries.clamp(min=1).unsqueeze(-1))
+
+    # ------------------------------------------------------------------
+    # Column features -> rows and back, weighted by a value per entry.
+
+    def rows_from_cols(self, x_col: Tensor,
+                       edge_weight: Optional[Tensor] = None) -> Tensor:
+        r"""``out[i] = sum_{j: (i, j) observed} w_ij * x_col[j]``:
+        ``(M, D) -> (N, D)``, that is ``A_w @ x_col`` for the sparse matrix
+        ``A_w`` of entry weights (ones when ``edge_weight`` is None)."""
+        if self.backend == 'scatter':
+            msg = x_col[self.col]  # (E, D)
+            if edge_weight is not None:
+                msg = msg * edge_weight.unsqueeze(-1)
+            return scatter(msg, self.row, 0, self.num_rows, 'sum')
+        return self._by_row.multiply(x_col, edge_weight)
+
+    def cols_from_rows(self, x_row: Tensor,
+                       edge_weight: Optional[Tensor] = None) -> Tensor:
+        r"""``out[j] = sum_{i: (i, j) observed} w_ij * x_row[i]``:
+        ``(N, D) -> (M, D)``."""
+        if self.backend == 'scatter':
+            msg = x_row[self.row]  # (E, D)
+            if edge_weight is not None:
+                msg = msg * edge_weight.unsqueeze(-1)
+            return scatter(msg, self.col, 0, self.num_cols, 'sum')
+        return self._by_col.multiply(x_row, edge_weight)
+
+
+class _Compressed:
+    r"""Entries grouped by one side (rows, columns or matrices) as CSR.
+
+    ``sum_entries`` multiplies the ``(S, E)`` incidence matrix with per-entry
+    features; ``multiply`` the ``(S, T)`` matrix of entry weights with
+    features of the other side. Column indices are sorted within each CSR
+    row, as the format requires.
+    """
+    def __init__(self, key: Tensor, other: Optional[Tensor], size: int):
+        self.size = size
+        self.num_entries = key.numel()
+        counts = torch.bincount(key, minlength=size)
+        self.crow = torch.zeros(size + 1, dtype=torch.long,
+                                device=key.device)
+        self.crow[1:] = torch.cumsum(counts, 0)
+        # Stable sort by key: entry ids ascend within each group.
+        self.perm = torch.argsort(key, stable=True)  # (E,)
+        if other is not None:
+            # Sort by (key, other) for the weighted (S, T) matrix.
+            span = int(other.max()) + 1 if other.numel() else 1
+            self.perm_pair = torch.argsort(key * span + other)  # (E,)
+            self.other = other[self.perm_pair]  # (E,)
+
+    def _csr(self, col_indices: Tensor, values: Tensor,
+             num_cols: int) -> Tensor:
+        with warnings.catch_warnings():
+            # CSR support is marked beta in PyTorch; the ops used here
+            # (construction, mm, its backward) are stable since 2.0.
+            warnings.filterwarnings('ignore', message='Sparse CSR tensor')
+            return torch.sparse_csr_tensor(
+                self.crow, col_indices, values, (self.size, num_cols),
+                check_invariants=False)
+
+    def sum_entries(self, x: Tensor) -> Tensor:
+        values = x.new_ones(self.num_entries)
+        return torch.mm(self._csr(self.perm, values, x.size(0)), x)
+
+    def multiply(self, x: Tensor, weight: Optional[Tensor]) -> Tensor:
+        if weight is None:
+            values = x.new_ones(self.num_entries)
+        else:
+            values = weight[self.perm_pair].to(x.dtype)
+        return torch.mm(self._csr(self.other, values, x.size(0)), x)
