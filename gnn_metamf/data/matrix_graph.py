@@ -285,7 +285,7 @@ class MatrixGraph(Data):
         if not sp.issparse(matrix):
             raise ValueError(f"expected a SciPy sparse matrix, got "
                              f"{type(matrix).__name__}")
-        coo = matrix.tocoo()
+        coo = matrix.tocoo(copy=True)  # sum_duplicates works in place.
         coo.sum_duplicates()
         return cls.from_triples(coo.row.astype(np.int64),
                                 coo.col.astype(np.int64), coo.data,
@@ -401,16 +401,16 @@ class MatrixGraph(Data):
         r, c, v = (t.detach().cpu().numpy() for t in self.to_triples())
         row_keys, col_keys = self.get('row_keys'), self.get('col_keys')
         return pd.DataFrame({
-            row: np.asarray(row_keys, dtype=object)[r] if row_keys else r,
-            col: np.asarray(col_keys, dtype=object)[c] if col_keys else c,
+            row: _take_keys(row_keys, r) if row_keys else r,
+            col: _take_keys(col_keys, c) if col_keys else c,
             value: v,
         })
 
     def subgraph(self, rows: Tensor, cols: Tensor) -> MatrixGraph:
         r"""The sub-matrix on the given row and column ids, re-indexed in the
         order given. Observed and query entries outside it are dropped."""
-        rows = _as_index(rows.reshape(1, -1), 'rows')[0]
-        cols = _as_index(cols.reshape(1, -1), 'cols')[0]
+        rows = _as_ids(rows, self.num_rows, 'rows', 'row')
+        cols = _as_ids(cols, self.num_cols, 'cols', 'column')
         row_map = rows.new_full((self.num_rows,), -1)
         col_map = cols.new_full((self.num_cols,), -1)
         row_map[rows] = torch.arange(rows.numel(), device=rows.device)
@@ -433,6 +433,9 @@ class MatrixGraph(Data):
             keys = self.get(key)
             if keys is not None:
                 out[key] = [keys[i] for i in ids.tolist()]
+        for key, ids in (('row_id', rows), ('col_id', cols)):
+            source = self.get(key)
+            out[key] = source[ids] if source is not None else ids.clone()
         return out
 
     def __repr__(self) -> str:
@@ -469,9 +472,11 @@ def _to_tensor(value: Any) -> Tensor:
     if isinstance(value, Tensor):
         return value
     array = np.asarray(value)
-    if array.dtype == object:
-        raise ValueError(f'expected numbers, got an array of Python '
-                         f'objects (first: {array.flat[0]!r})')
+    if array.dtype.kind not in 'biufc':  # Strings, objects, dates, ...
+        what = ('Python objects' if array.dtype == object
+                else f'dtype {array.dtype}')
+        first = f' (first: {array.flat[0]!r})' if array.size else ''
+        raise ValueError(f'expected numbers, got an array of {what}{first}')
     return torch.from_numpy(array.copy())
 
 
@@ -497,6 +502,23 @@ def _as_index(index: Any, name: str) -> Tensor:
         raise ValueError(f"'{name}' must hold integer ids, got dtype "
                          f"{index.dtype}")
     return index.long()
+
+
+def _as_ids(ids: Any, size: int, name: str, side: str) -> Tensor:
+    ids = _as_1d(ids, name)
+    if ids.is_floating_point() or ids.dtype == torch.bool:
+        raise ValueError(f"'{name}' must hold integer ids, got dtype "
+                         f"{ids.dtype}")
+    ids = ids.long()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+        raise ValueError(f"'{name}' has {side} id {bad}, expected ids in "
+                         f"[0, {size})")
+    if torch.unique(ids).numel() != ids.numel():
+        raise ValueError(f"'{name}' must not repeat an id, got "
+                         f"{ids.numel() - torch.unique(ids).numel()} "
+                         f"repeat(s)")
+    return ids
 
 
 def _as_values(value: Any, name: str, length: int) -> Tensor:
@@ -598,22 +620,30 @@ def _resolve_duplicates(edge_index: Tensor, edge_value: Tensor,
 
     num = unique.numel()
     position = torch.arange(key.numel())
+    # Every policy keeps the entries in order of their first appearance.
+    first = torch.full((num,), key.numel(), dtype=torch.long).scatter_reduce(
+        0, inverse, position, 'amin', include_self=True)
+    order = torch.argsort(first)
     if policy in ('first', 'last'):
         reduce = 'amin' if policy == 'first' else 'amax'
         pick = torch.full((num,), -1, dtype=torch.long).scatter_reduce(
             0, inverse, position, reduce, include_self=False)
-        pick, _ = torch.sort(pick)
-        return edge_index[:, pick], edge_value[pick]
+        return edge_index[:, first[order]], edge_value[pick[order]]
 
     total = edge_value.new_zeros(num).index_add_(0, inverse, edge_value)
     if policy == 'mean':
         count = edge_value.new_zeros(num).index_add_(
             0, inverse, torch.ones_like(edge_value))
         total = total / count
-    first = torch.full((num,), key.numel(), dtype=torch.long).scatter_reduce(
-        0, inverse, position, 'amin', include_self=True)
-    order = torch.argsort(first)
     return edge_index[:, first[order]], total[order]
+
+
+def _take_keys(keys: Sequence, ids: np.ndarray) -> np.ndarray:
+    # Filled one by one: np.asarray would split tuple keys into columns.
+    out = np.empty(len(ids), dtype=object)
+    for i, j in enumerate(ids.tolist()):
+        out[i] = keys[j]
+    return out
 
 
 def _factorize(keys: np.ndarray) -> tuple[list, np.ndarray]:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .normalize import MatrixScale
 from .ops import BipartiteOps
@@ -150,6 +151,38 @@ class MetaMF(torch.nn.Module):
         with torch.no_grad():
             self.log_obs_var.fill_(math.log(0.5))
             self.log_kappa.zero_()
+
+    def save(self, path, **extra: Any):
+        r"""Writes the configuration and weights to ``path`` atomically
+        (see :mod:`gnn_metamf.checkpoint`); ``extra`` entries are stored
+        beside them. Returns the path."""
+        layers = self.config['layer']
+        names = layers if isinstance(layers, (list, tuple)) else [layers]
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError(f'only models built from registered layer '
+                             f'names can be saved, got layer={layers!r}; '
+                             f'register the class with register_layer')
+        return save_checkpoint({'model_config': dict(self.config),
+                                'model_state': self.state_dict(), **extra},
+                               path)
+
+    @classmethod
+    def load(cls, path, map_location: Any = 'cpu') -> MetaMF:
+        r"""A model from a checkpoint written by :meth:`save` or by
+        meta-training, in evaluation mode and ready to :meth:`impute`.
+
+        Raises:
+            CheckpointError: If the file is missing, corrupt, unsafe or
+                does not hold a compatible model.
+        """
+        payload = load_checkpoint(path, map_location)
+        try:
+            model = cls(**payload['model_config'])
+            model.load_state_dict(payload['model_state'])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f'{path} holds no compatible MetaMF '
+                                  f'model: {error}') from error
+        return model.eval()
 
     def forward(self, graph, num_steps: Optional[int] = None) -> Factorization:
         r"""Adapts factors to the observed entries of ``graph`` (a

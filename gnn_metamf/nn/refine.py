@@ -133,6 +133,19 @@ def side_statistics(other: Tensor, z: Tensor,
     return gram, rhs
 
 
+def _cholesky(system: Tensor) -> Tensor:
+    # The systems are positive definite by construction (a Gram matrix plus
+    # a positive diagonal); a failure means non-finite inputs.
+    chol, info = torch.linalg.cholesky_ex(system)
+    if bool((info != 0).any()):
+        bad = int((info != 0).sum())
+        raise FloatingPointError(
+            f'{bad} of {system.size(0)} refinement systems are not positive '
+            f'definite: the factors or priors are not finite (a diverged '
+            f'model, e.g. a too large learning rate, or non-finite input)')
+    return chol
+
+
 class MAPRefinement(torch.nn.Module):
     r"""Unrolled MAP refinement of row and column factors (see the module
     docstring for the objective and the steps).
@@ -235,8 +248,8 @@ class MAPRefinement(torch.nn.Module):
         if self.solver == 'als':
             system = gram + torch.diag_embed(ridge)  # (S, K+1, K+1)
             target = (ridge * mean + rhs).unsqueeze(-1)  # (S, K + 1, 1)
-            chol = torch.linalg.cholesky(system)
-            step = torch.cholesky_solve(target, chol).squeeze(-1) - X
+            step = torch.cholesky_solve(target, _cholesky(system))
+            step = step.squeeze(-1) - X
         else:
             grad = (ridge * (X - mean) +
                     (gram @ X.unsqueeze(-1)).squeeze(-1) - rhs)
@@ -258,7 +271,7 @@ class MAPRefinement(torch.nn.Module):
                 (P, ops.cols_from_rows, col_prior)):
             gram, _ = side_statistics(other, z, aggregate)
             hessian = gram / self.noise_var + torch.diag_embed(precision)
-            out.append(torch.cholesky_inverse(torch.linalg.cholesky(hessian)))
+            out.append(torch.cholesky_inverse(_cholesky(hessian)))
         return out[0], out[1]
 
     def extra_repr(self) -> str:
