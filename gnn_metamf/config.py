@@ -24,6 +24,7 @@ class ModelConfig:
     checkpoint_steps: bool = False  # recompute steps in backward (memory)
     backend: str = 'sparse'  # 'sparse' (CSR products) or 'scatter'
     clip: bool = True  # clip predictions to each matrix's observed range
+    prior: str = 'encoder'  # 'encoder', or 'fixed' (ablation: no encoder)
 
 
 @dataclass

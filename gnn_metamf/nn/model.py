@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -16,7 +17,10 @@ from .ops import BipartiteOps
 from .prior import GaussianPriorHead
 from .refine import MAPRefinement, Prior, design, predict_entries
 
-__all__ = ['MetaMF', 'Factorization']
+__all__ = ['MetaMF', 'Factorization', 'PRIORS']
+
+#: Where the priors come from: the encoder, or one fixed learned prior.
+PRIORS = ('encoder', 'fixed')
 
 
 @dataclass
@@ -108,6 +112,14 @@ class MetaMF(torch.nn.Module):
             (default: :obj:`'sparse'`)
         clip (bool): Clip predictions to the range of each matrix's observed
             values. (default: :obj:`True`)
+        prior (str): ``'encoder'``, or ``'fixed'`` for the ablation without
+            encoder: every factor gets the zero-mean prior
+            :math:`\mathcal{N}(0, \operatorname{diag}(\lambda)^{-1})` with a
+            meta-learned :math:`\lambda`, and the refinement starts from a
+            fixed pseudo-random point of meta-learned scale (a zero start
+            would never leave the symmetric saddle point). This start
+            depends on the row's position in its matrix, so this ablation
+            is not permutation-equivariant. (default: :obj:`'encoder'`)
     """
     def __init__(
         self,
@@ -121,32 +133,51 @@ class MetaMF(torch.nn.Module):
         checkpoint_steps: bool = False,
         backend: str = 'sparse',
         clip: bool = True,
+        prior: str = 'encoder',
     ):
         super().__init__()
         if rank < 1:
             raise ValueError(f"'rank' must be >= 1, got {rank}")
+        if prior not in PRIORS:
+            raise ValueError(f"'prior' must be one of {PRIORS}, got "
+                             f"{prior!r}")
         self.config = dict(rank=rank, hidden_channels=hidden_channels,
                            num_layers=num_layers, layer=layer,
                            num_steps=num_steps, solver=solver,
                            first_order=first_order,
                            checkpoint_steps=checkpoint_steps,
-                           backend=backend, clip=clip)
+                           backend=backend, clip=clip, prior=prior)
         self.rank = rank
         self.backend = backend
         self.clip = clip
-        self.encoder = Encoder(hidden_channels, num_layers, layer)
-        node, graph = self.encoder.node_channels, self.encoder.graph_channels
-        self.row_prior = GaussianPriorHead(node, graph, rank, hidden_channels)
-        self.col_prior = GaussianPriorHead(node, graph, rank, hidden_channels)
+        self.prior = prior
+        if prior == 'encoder':
+            self.encoder = Encoder(hidden_channels, num_layers, layer)
+            node = self.encoder.node_channels
+            graph = self.encoder.graph_channels
+            self.row_prior = GaussianPriorHead(node, graph, rank,
+                                               hidden_channels)
+            self.col_prior = GaussianPriorHead(node, graph, rank,
+                                               hidden_channels)
+        else:
+            # softplus(0.5413) = 1: unit precision at initialisation.
+            self.fixed_precision = Parameter(torch.full((2, rank + 1),
+                                                        0.5413))
+            self.log_start_scale = Parameter(torch.tensor(math.log(0.1)))
         self.refine = MAPRefinement(num_steps, solver, first_order,
                                     checkpoint_steps)
         self.log_obs_var = Parameter(torch.tensor(math.log(0.5)))
         self.log_kappa = Parameter(torch.tensor(0.0))
 
     def reset_parameters(self):
-        self.encoder.reset_parameters()
-        self.row_prior.reset_parameters()
-        self.col_prior.reset_parameters()
+        if self.prior == 'encoder':
+            self.encoder.reset_parameters()
+            self.row_prior.reset_parameters()
+            self.col_prior.reset_parameters()
+        else:
+            with torch.no_grad():
+                self.fixed_precision.fill_(0.5413)
+                self.log_start_scale.fill_(math.log(0.1))
         self.refine.reset_parameters()
         with torch.no_grad():
             self.log_obs_var.fill_(math.log(0.5))
@@ -198,11 +229,32 @@ class MetaMF(torch.nn.Module):
         value = graph.edge_value.to(self.log_kappa.dtype)
         scale = MatrixScale.fit(value, ops)
         z = scale.normalize(value, ops.edge_batch)  # (E,)
-        h_row, h_col, h_graph = self.encoder(z, ops)
-        row_prior = self.row_prior(h_row, h_graph, ops.row_batch)
-        col_prior = self.col_prior(h_col, h_graph, ops.col_batch)
-        P, Q = self.refine(z, ops, row_prior, col_prior, num_steps)
+        start = None
+        if self.prior == 'encoder':
+            h_row, h_col, h_graph = self.encoder(z, ops)
+            row_prior = self.row_prior(h_row, h_graph, ops.row_batch)
+            col_prior = self.col_prior(h_col, h_graph, ops.col_batch)
+        else:
+            row_prior, col_prior, start = self._fixed_prior(ops, z.dtype)
+        P, Q = self.refine(z, ops, row_prior, col_prior, num_steps, start)
         return Factorization(P, Q, row_prior, col_prior, z, ops, scale)
+
+    def _fixed_prior(self, ops: BipartiteOps, dtype: torch.dtype):
+        precision = F.softplus(self.fixed_precision).to(dtype) + 1e-3
+        scale = self.log_start_scale.exp().to(dtype)
+        priors, starts = [], []
+        for side, (batch, count) in enumerate((
+                (ops.row_batch, ops.rows_per_graph),
+                (ops.col_batch, ops.cols_per_graph))):
+            num = batch.numel()
+            mean = precision.new_zeros(num, self.rank + 1)
+            priors.append((mean, precision[side].expand(num, -1)))
+            offset = torch.cumsum(count, 0) - count  # (B,)
+            local = torch.arange(num, device=batch.device) - offset[batch]
+            start = _pseudo_normal(local, self.rank + 1, side).to(dtype)
+            start = torch.cat([start[:, :-1], start.new_zeros(num, 1)], -1)
+            starts.append(scale * start)
+        return priors[0], priors[1], (starts[0], starts[1])
 
     def predictive_variance(self, fact: Factorization, index: Tensor,
                             cov: Optional[tuple[Tensor, Tensor]] = None
@@ -311,6 +363,17 @@ class MetaMF(torch.nn.Module):
         mean = fact.scale.denormalize(z_hat, batch, clip=self.clip)
         var = self.predictive_variance(fact, index, cov)
         return mean, var.sqrt() * fact.scale.scale[batch]
+
+
+def _pseudo_normal(position: Tensor, dim: int, salt: int) -> Tensor:
+    r"""Fixed pseudo-random values of unit variance, shape
+    ``(len(position), dim)``, that depend only on each node's position in
+    its matrix (so a matrix gets the same start alone or in a batch)."""
+    k = torch.arange(dim, device=position.device, dtype=torch.float64)
+    x = (position.to(torch.float64).unsqueeze(-1) * 12.9898 +
+         k * 78.233 + salt * 37.719)
+    uniform = torch.frac(torch.sin(x) * 43758.5453).abs()  # [0, 1)
+    return (uniform - 0.5) * math.sqrt(12.0)
 
 
 def _quad(cov: Tensor, a: Tensor) -> Tensor:

@@ -218,9 +218,12 @@ class MAPRefinement(torch.nn.Module):
 
     def forward(self, z: Tensor, ops: BipartiteOps, row_prior: Prior,
                 col_prior: Prior,
-                num_steps: Optional[int] = None) -> tuple[Tensor, Tensor]:
+                num_steps: Optional[int] = None,
+                start: Optional[tuple[Tensor, Tensor]] = None,
+                ) -> tuple[Tensor, Tensor]:
         num_steps = self.num_steps if num_steps is None else num_steps
-        P, Q = row_prior[0], col_prior[0]  # Start at the prior means.
+        # Start at the prior means unless told otherwise.
+        P, Q = start if start is not None else (row_prior[0], col_prior[0])
         for t in range(num_steps):
             if self.checkpoint_steps and torch.is_grad_enabled():
                 P, Q = checkpoint(self._step, t, P, Q, z, ops, row_prior,

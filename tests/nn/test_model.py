@@ -137,3 +137,25 @@ def test_model_errors_say_what_they_got(graphs):
         model.loss(graph)
     with pytest.raises(ValueError, match="'rank' must be >= 1, got 0"):
         MetaMF(rank=0)
+
+
+def test_model_fixed_prior_ablation(graphs):
+    r"""Without encoder: zero-mean priors, a start that leaves the zero
+    saddle, gradients to the prior strength and start scale, and the same
+    result for a matrix alone or in a batch."""
+    model = _model(prior='fixed')
+    assert not hasattr(model, 'encoder')
+    graphs = [_double(g) for g in graphs]
+    batch = Batch.from_data_list(graphs)
+    loss, _ = model.loss(batch)
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    fact = model(batch)
+    assert fact.U.abs().sum() > 0 and fact.row_prior[0].abs().sum() == 0
+    mean, _ = model.impute(batch, batch.edge_label_index)
+    alone = torch.cat([model.impute(g, g.edge_label_index)[0]
+                       for g in graphs])
+    torch.testing.assert_close(mean, alone)
+    with pytest.raises(ValueError, match="'prior' must be one of"):
+        MetaMF(prior='none')
