@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch_geometric.utils import scatter
 
 __all__ = ['BipartiteOps', 'BACKENDS']
@@ -82,8 +83,10 @@ class BipartiteOps:
         if backend == 'sparse':
             # Entries sorted by row (for row sums) and by column (for column
             # sums); the permutations map sorted positions to entry ids.
-            self._by_row = _Compressed(self.row, self.col, num_rows)
-            self._by_col = _Compressed(self.col, self.row, num_cols)
+            self._by_row = _Compressed(self.row, self.col, num_rows,
+                                       num_cols)
+            self._by_col = _Compressed(self.col, self.row, num_cols,
+                                       num_rows)
             self._by_graph = _Compressed(self.edge_batch, None, num_graphs)
 
     @classmethod
@@ -100,19 +103,19 @@ class BipartiteOps:
         r"""Sum of per-entry features over each row: ``(E, D) -> (N, D)``."""
         if self.backend == 'scatter':
             return scatter(x, self.row, 0, self.num_rows, 'sum')
-        return self._by_row.sum_entries(x)
+        return _SegmentSum.apply(x, self._by_row)
 
     def col_sum(self, x: Tensor) -> Tensor:
         r"""Sum over each column: ``(E, D) -> (M, D)``."""
         if self.backend == 'scatter':
             return scatter(x, self.col, 0, self.num_cols, 'sum')
-        return self._by_col.sum_entries(x)
+        return _SegmentSum.apply(x, self._by_col)
 
     def graph_sum(self, x: Tensor) -> Tensor:
         r"""Sum over each matrix: ``(E, D) -> (B, D)``."""
         if self.backend == 'scatter':
             return scatter(x, self.edge_batch, 0, self.num_graphs, 'sum')
-        return self._by_graph.sum_entries(x)
+        return _SegmentSum.apply(x, self._by_graph)
 
     def row_mean(self, x: Tensor) -> Tensor:
         r"""Mean over each row's entries, 0 for an empty row:
@@ -141,7 +144,9 @@ class BipartiteOps:
             if edge_weight is not None:
                 msg = msg * edge_weight.unsqueeze(-1)
             return scatter(msg, self.row, 0, self.num_rows, 'sum')
-        return self._by_row.multiply(x_col, edge_weight)
+        return _Product.apply(x_col, self._by_row.matrix(edge_weight, x_col),
+                              lambda: self._by_col.matrix(edge_weight,
+                                                          x_col))
 
     def cols_from_rows(self, x_row: Tensor,
                        edge_weight: Optional[Tensor] = None) -> Tensor:
@@ -152,19 +157,23 @@ class BipartiteOps:
             if edge_weight is not None:
                 msg = msg * edge_weight.unsqueeze(-1)
             return scatter(msg, self.col, 0, self.num_cols, 'sum')
-        return self._by_col.multiply(x_row, edge_weight)
+        return _Product.apply(x_row, self._by_col.matrix(edge_weight, x_row),
+                              lambda: self._by_row.matrix(edge_weight,
+                                                          x_row))
 
 
 class _Compressed:
     r"""Entries grouped by one side (rows, columns or matrices) as CSR.
 
-    ``sum_entries`` multiplies the ``(S, E)`` incidence matrix with per-entry
-    features; ``multiply`` the ``(S, T)`` matrix of entry weights with
-    features of the other side. Column indices are sorted within each CSR
-    row, as the format requires.
+    :meth:`incidence` is the ``(S, E)`` matrix that sums per-entry features
+    over each group; :meth:`matrix` the ``(S, T)`` matrix of entry weights
+    that sums features of the other side. Column indices are sorted within
+    each CSR row, as the format requires.
     """
-    def __init__(self, key: Tensor, other: Optional[Tensor], size: int):
-        self.size = size
+    def __init__(self, key: Tensor, other: Optional[Tensor], size: int,
+                 other_size: int = 0):
+        self.key = key  # (E,)
+        self.size, self.other_size = size, other_size
         self.num_entries = key.numel()
         counts = torch.bincount(key, minlength=size)
         self.crow = torch.zeros(size + 1, dtype=torch.long,
@@ -177,24 +186,62 @@ class _Compressed:
             span = int(other.max()) + 1 if other.numel() else 1
             self.perm_pair = torch.argsort(key * span + other)  # (E,)
             self.other = other[self.perm_pair]  # (E,)
+        self._cache: dict = {}
 
     def _csr(self, col_indices: Tensor, values: Tensor,
              num_cols: int) -> Tensor:
         with warnings.catch_warnings():
             # CSR support is marked beta in PyTorch; the ops used here
-            # (construction, mm, its backward) are stable since 2.0.
+            # (construction and mm) are stable since 2.0.
             warnings.filterwarnings('ignore', message='Sparse CSR tensor')
             return torch.sparse_csr_tensor(
                 self.crow, col_indices, values, (self.size, num_cols),
                 check_invariants=False)
 
-    def sum_entries(self, x: Tensor) -> Tensor:
-        values = x.new_ones(self.num_entries)
-        return torch.mm(self._csr(self.perm, values, x.size(0)), x)
+    def incidence(self, like: Tensor) -> Tensor:
+        key = ('incidence', like.dtype)
+        if key not in self._cache:
+            values = like.new_ones(self.num_entries)
+            self._cache[key] = self._csr(self.perm, values, self.num_entries)
+        return self._cache[key]
 
-    def multiply(self, x: Tensor, weight: Optional[Tensor]) -> Tensor:
-        if weight is None:
-            values = x.new_ones(self.num_entries)
-        else:
-            values = weight[self.perm_pair].to(x.dtype)
-        return torch.mm(self._csr(self.other, values, x.size(0)), x)
+    def matrix(self, weight: Optional[Tensor], like: Tensor) -> Tensor:
+        r"""The ``(S, T)`` matrix of entry weights (ones for ``None``)."""
+        num_cols = self.other_size
+        if weight is not None:
+            values = weight[self.perm_pair].to(like.dtype)
+            return self._csr(self.other, values, num_cols)
+        key = ('ones', like.dtype)
+        if key not in self._cache:
+            self._cache[key] = self._csr(
+                self.other, like.new_ones(self.num_entries), num_cols)
+        return self._cache[key]
+
+
+class _SegmentSum(torch.autograd.Function):
+    r"""Sums per-entry features over groups with a CSR product; the
+    backward pass is a gather, with no sparse transpose."""
+    @staticmethod
+    def forward(ctx, x: Tensor, groups: _Compressed) -> Tensor:
+        ctx.groups = groups
+        return torch.mm(groups.incidence(x), x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        return grad[ctx.groups.key], None
+
+
+class _Product(torch.autograd.Function):
+    r"""``A @ x`` for a CSR matrix ``A`` whose transpose is built by
+    ``transpose()`` (the other side's CSR, with the same weights) when the
+    backward pass needs it, instead of converting ``A``."""
+    @staticmethod
+    def forward(ctx, x: Tensor, matrix: Tensor, transpose) -> Tensor:
+        ctx.transpose = transpose
+        return torch.mm(matrix, x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        return torch.mm(ctx.transpose(), grad), None, None
