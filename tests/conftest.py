@@ -4,6 +4,10 @@ import torch
 
 from gnn_metamf import MatrixGraph
 
+# The tests use tiny matrices, for which one thread is fastest; two threads
+# on the 2-core CI machine mostly wait for each other.
+torch.set_num_threads(1)
+
 
 def low_rank_graph(num_rows, num_cols, density=0.4, query=0.3, rank=3,
                    seed=0, dtype=torch.float32):

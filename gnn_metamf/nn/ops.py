@@ -10,9 +10,14 @@ interchangeable backends:
 * ``'sparse'``: compressed sparse row (CSR) matrices multiplied with dense
   features (``torch.mm``), which on CPU is several times faster than a
   scatter and never materialises a per-entry copy of the gathered features.
+  Gathers from rows or columns to the entries are ``index_select`` calls
+  whose backward pass is the matching CSR sum (and vice versa).
 
 Both give the same result within float tolerance (tested), run on CPU and
-CUDA, and back-propagate into the dense operand.
+CUDA, and back-propagate into the dense operand. The backend also selects
+the kernels of the refinement and of the predictive variance
+(:mod:`gnn_metamf.nn.refine`): fast ones with ``'sparse'``, the readable
+reference with ``'scatter'`` (see :attr:`BipartiteOps.reference`).
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ class BipartiteOps:
             (default: :obj:`'sparse'`)
 
     Attributes:
+        reference (bool): Whether this is the reference backend
+            (``'scatter'``); the model then also uses its reference dense
+            kernels.
         row_degree, col_degree (torch.Tensor): Entries per row ``(N,)`` and
             per column ``(M,)``, as floats.
         graph_entries (torch.Tensor): Entries per matrix, ``(B,)``.
@@ -64,30 +72,33 @@ class BipartiteOps:
             raise ValueError(f"'backend' must be one of {BACKENDS}, got "
                              f"{backend!r}")
         self.backend = backend
+        self.reference = backend == 'scatter'
         self.row, self.col = edge_index[0], edge_index[1]
         self.num_rows, self.num_cols = num_rows, num_cols
         self.num_graphs = num_graphs
         self.row_batch, self.col_batch = row_batch, col_batch
-        self.edge_batch = row_batch[self.row]  # (E,)
-
-        ones = torch.ones(self.row.numel(), device=self.row.device)
-        self.row_degree = scatter(ones, self.row, 0, num_rows, 'sum')
-        self.col_degree = scatter(ones, self.col, 0, num_cols, 'sum')
-        self.graph_entries = scatter(ones, self.edge_batch, 0, num_graphs,
-                                     'sum')
+        self.edge_batch = row_batch.index_select(0, self.row)  # (E,)
         self.rows_per_graph = scatter(torch.ones_like(row_batch),
                                       row_batch, 0, num_graphs, 'sum')
         self.cols_per_graph = scatter(torch.ones_like(col_batch),
                                       col_batch, 0, num_graphs, 'sum')
 
-        if backend == 'sparse':
-            # Entries sorted by row (for row sums) and by column (for column
-            # sums); the permutations map sorted positions to entry ids.
-            self._by_row = _Compressed(self.row, self.col, num_rows,
-                                       num_cols)
-            self._by_col = _Compressed(self.col, self.row, num_cols,
-                                       num_rows)
-            self._by_graph = _Compressed(self.edge_batch, None, num_graphs)
+        if backend == 'scatter':
+            ones = torch.ones(self.row.numel(), device=self.row.device)
+            self.row_degree = scatter(ones, self.row, 0, num_rows, 'sum')
+            self.col_degree = scatter(ones, self.col, 0, num_cols, 'sum')
+            self.graph_entries = scatter(ones, self.edge_batch, 0,
+                                         num_graphs, 'sum')
+            return
+        # Entries grouped by row (for row sums) and by column (for column
+        # sums); the permutations map sorted positions to entry ids.
+        self._by_row = _Compressed(self.row, self.col, num_rows, num_cols)
+        self._by_col = _Compressed(self.col, self.row, num_cols, num_rows)
+        self._by_graph = _Compressed(self.edge_batch, None, num_graphs)
+        dtype = torch.get_default_dtype()
+        self.row_degree = self._by_row.counts.to(dtype)
+        self.col_degree = self._by_col.counts.to(dtype)
+        self.graph_entries = self._by_graph.counts.to(dtype)
 
     @classmethod
     def from_graph(cls, graph, backend: str = 'sparse') -> BipartiteOps:
@@ -132,6 +143,28 @@ class BipartiteOps:
                 self.graph_entries.clamp(min=1).unsqueeze(-1))
 
     # ------------------------------------------------------------------
+    # Row, column or matrix -> entry: the adjoints of the sums above.
+
+    def gather_row(self, x_row: Tensor) -> Tensor:
+        r"""Each entry's row feature, ``x_row[row]``: ``(N, D) -> (E, D)``.
+        """
+        if self.backend == 'scatter':
+            return x_row[self.row]
+        return _Gather.apply(x_row, self._by_row)
+
+    def gather_col(self, x_col: Tensor) -> Tensor:
+        r"""Each entry's column feature: ``(M, D) -> (E, D)``."""
+        if self.backend == 'scatter':
+            return x_col[self.col]
+        return _Gather.apply(x_col, self._by_col)
+
+    def gather_graph(self, x_graph: Tensor) -> Tensor:
+        r"""Each entry's matrix feature: ``(B, D) -> (E, D)``."""
+        if self.backend == 'scatter':
+            return x_graph[self.edge_batch]
+        return _Gather.apply(x_graph, self._by_graph)
+
+    # ------------------------------------------------------------------
     # Column features -> rows and back, weighted by a value per entry.
 
     def rows_from_cols(self, x_col: Tensor,
@@ -168,25 +201,39 @@ class _Compressed:
     :meth:`incidence` is the ``(S, E)`` matrix that sums per-entry features
     over each group; :meth:`matrix` the ``(S, T)`` matrix of entry weights
     that sums features of the other side. Column indices are sorted within
-    each CSR row, as the format requires.
+    each CSR row, as the format requires. Entries already in order (a
+    matrix stored row by row, a batch matrix by matrix) need no sort, and
+    one sort serves both matrices when it can.
     """
     def __init__(self, key: Tensor, other: Optional[Tensor], size: int,
                  other_size: int = 0):
         self.key = key  # (E,)
         self.size, self.other_size = size, other_size
         self.num_entries = key.numel()
-        counts = torch.bincount(key, minlength=size)
+        self.counts = torch.bincount(key, minlength=size)  # (S,)
         self.crow = torch.zeros(size + 1, dtype=torch.long,
                                 device=key.device)
-        self.crow[1:] = torch.cumsum(counts, 0)
-        # Stable sort by key: entry ids ascend within each group.
-        self.perm = torch.argsort(key, stable=True)  # (E,)
+        self.crow[1:] = torch.cumsum(self.counts, 0)
+        # perm_pair sorts by (key, other), for the weighted (S, T) matrix;
+        # perm by key with entry ids ascending in each group, for the
+        # (S, E) incidence. None stands for the identity.
+        self.perm_pair = None
         if other is not None:
-            # Sort by (key, other) for the weighted (S, T) matrix.
-            span = int(other.max()) + 1 if other.numel() else 1
-            self.perm_pair = torch.argsort(key * span + other)  # (E,)
-            self.other = other[self.perm_pair]  # (E,)
+            pair = key * max(other_size, 1) + other
+            if not _is_sorted(pair):
+                self.perm_pair = torch.argsort(pair, stable=True)
+            self.other = _take(other, self.perm_pair)  # (E,)
+        if _is_sorted(key):
+            perm = None
+        elif self.perm_pair is not None and _ascending_within(
+                self.perm_pair, key.index_select(0, self.perm_pair)):
+            perm = self.perm_pair
+        else:
+            perm = torch.argsort(key, stable=True)
+        self.perm = (torch.arange(self.num_entries, device=key.device)
+                     if perm is None else perm)  # (E,)
         self._cache: dict = {}
+        self._weighted: Optional[tuple] = None
 
     def _csr(self, col_indices: Tensor, values: Tensor,
              num_cols: int) -> Tensor:
@@ -206,16 +253,39 @@ class _Compressed:
         return self._cache[key]
 
     def matrix(self, weight: Optional[Tensor], like: Tensor) -> Tensor:
-        r"""The ``(S, T)`` matrix of entry weights (ones for ``None``)."""
+        r"""The ``(S, T)`` matrix of entry weights (ones for ``None``).
+        The matrix of the last weight tensor is kept, so that a loop that
+        reuses one weight (the refinement's values) builds it once."""
         num_cols = self.other_size
-        if weight is not None:
-            values = weight[self.perm_pair].to(like.dtype)
-            return self._csr(self.other, values, num_cols)
-        key = ('ones', like.dtype)
-        if key not in self._cache:
-            self._cache[key] = self._csr(
-                self.other, like.new_ones(self.num_entries), num_cols)
-        return self._cache[key]
+        if weight is None:
+            key = ('ones', like.dtype)
+            if key not in self._cache:
+                self._cache[key] = self._csr(
+                    self.other, like.new_ones(self.num_entries), num_cols)
+            return self._cache[key]
+        last = self._weighted
+        if last is not None and last[0] is weight and \
+                last[1] == (weight._version, like.dtype):
+            return last[2]
+        values = _take(weight, self.perm_pair).to(like.dtype)
+        matrix = self._csr(self.other, values, num_cols)
+        self._weighted = (weight, (weight._version, like.dtype), matrix)
+        return matrix
+
+
+def _is_sorted(x: Tensor) -> bool:
+    return x.numel() < 2 or bool((x[1:] >= x[:-1]).all())
+
+
+def _ascending_within(perm: Tensor, group: Tensor) -> bool:
+    r"""Whether ``perm`` ascends inside each run of equal ``group``."""
+    if perm.numel() < 2:
+        return True
+    return bool(((perm[1:] > perm[:-1]) | (group[1:] != group[:-1])).all())
+
+
+def _take(x: Tensor, perm: Optional[Tensor]) -> Tensor:
+    return x if perm is None else x.index_select(0, perm)
 
 
 class _SegmentSum(torch.autograd.Function):
@@ -229,7 +299,22 @@ class _SegmentSum(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        return grad[ctx.groups.key], None
+        return grad.index_select(0, ctx.groups.key), None
+
+
+class _Gather(torch.autograd.Function):
+    r"""Copies each group's features to its entries (``index_select``);
+    the backward pass is the group sum by a CSR product."""
+    @staticmethod
+    def forward(ctx, x: Tensor, groups: _Compressed) -> Tensor:
+        ctx.groups = groups
+        return x.index_select(0, groups.key)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous()
+        return torch.mm(ctx.groups.incidence(grad), grad), None
 
 
 class _Product(torch.autograd.Function):
