@@ -6,7 +6,7 @@ a run folder holds the resolved configuration as ``config.json``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 __all__ = ['ModelConfig', 'TaskConfig', 'TrainConfig']
 
@@ -33,7 +33,9 @@ class TaskConfig:
     (:class:`~gnn_metamf.data.TaskSampler`)."""
     num_rows: tuple[int, int] = (20, 100)  # rows per task, inclusive range
     num_cols: tuple[int, int] = (20, 100)  # columns per task
-    support_fraction: float = 0.7  # share of a task's entries used as support
+    # Share of a task's entries used as support, or a (low, high) range to
+    # draw it from per task.
+    support_fraction: Union[float, tuple[float, float]] = 0.7
     col_sampling: str = 'degree'  # 'degree' (denser tasks) or 'uniform'
 
 
@@ -72,6 +74,8 @@ class TrainConfig:
         config.split_fractions = tuple(config.split_fractions)
         tasks.num_rows, tasks.num_cols = (tuple(tasks.num_rows),
                                           tuple(tasks.num_cols))
+        if isinstance(tasks.support_fraction, list):
+            tasks.support_fraction = tuple(tasks.support_fraction)
         return config
 
 

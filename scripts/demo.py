@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from gnn_metamf.baselines import BaselineImputer
 from gnn_metamf.config import TrainConfig
@@ -109,10 +110,12 @@ def _baselines():
 
 
 def _print_record(record: dict) -> None:
-    print(f"step {record['step']:5d}  train_loss {record['train_loss']:.4f}"
-          f"  train_rmse {record['train_rmse']:.4f}  val_rmse "
-          f"{record['val_rmse']:.4f}  tasks/s {record['tasks_per_s']:.1f}",
-          flush=True)
+    # tqdm.write keeps the line apart from the progress bar.
+    tqdm.write(f"step {record['step']:5d}  train_loss "
+               f"{record['train_loss']:.4f}  train_rmse "
+               f"{record['train_rmse']:.4f}  val_rmse "
+               f"{record['val_rmse']:.4f}  tasks/s "
+               f"{record['tasks_per_s']:.1f}")
 
 
 def _row(target: str, method: str, metrics: dict) -> dict:

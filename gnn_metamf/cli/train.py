@@ -110,8 +110,9 @@ _OPTIONS = (
      dict(flag='--task-cols', nargs=2, type=positive_int,
           metavar=('LO', 'HI'))),
     ('tasks', 'tasks', 'support_fraction',
-     "share of a task's entries the model sees; it is scored on the rest",
-     dict(type=positive_float, metavar='F')),
+     "share of a task's entries the model sees (it is scored on the rest); "
+     "two numbers LO HI draw it per task from that range",
+     dict(type=positive_float, nargs='+', metavar='F')),
     ('tasks', 'tasks', 'col_sampling',
      "degree (columns drawn by their number of entries: denser tasks) or "
      "uniform", dict(choices=COL_SAMPLING)),
@@ -230,6 +231,8 @@ def _config(given: dict) -> TrainConfig:
     for dest, value in given.items():
         section, name = dest.split('.')
         target = config if section == 'train' else getattr(config, section)
+        if name == 'support_fraction' and len(value) == 1:
+            value = value[0]  # One number: a fixed fraction.
         setattr(target, name, tuple(value) if isinstance(value, list)
                 else value)
     return config

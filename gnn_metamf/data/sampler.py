@@ -61,6 +61,9 @@ class TaskSampler:
 
     The split into support and query is set by at most one of:
 
+    * ``support_fraction=(low, high)``: as below with a fraction ``f``
+      drawn uniformly in ``[low, high]`` for each task, so that training
+      sees tasks of many densities.
     * ``support_fraction=f``: :math:`\mathrm{round}(f \cdot E)` of the
       task's ``E`` entries are support, the rest query; the count is
       clipped to ``[1, E - min_query]``.
@@ -85,8 +88,9 @@ class TaskSampler:
             rows of a task, or one fixed number. (default: :obj:`(32, 128)`)
         num_cols (int or (int, int)): The same for columns.
             (default: :obj:`(32, 128)`)
-        support_fraction (float, optional): Fraction of each task's entries
-            that are support, in ``(0, 1)``. (default: :obj:`None`)
+        support_fraction (float or (float, float), optional): Fraction of
+            each task's entries that are support, in ``(0, 1)``, or a range
+            to draw it from per task. (default: :obj:`None`)
         support_per_row (int, optional): Number of support entries of each
             row, at least 1. (default: :obj:`None`)
         min_query (int): Least number of query entries of a task.
@@ -279,7 +283,9 @@ class TaskSampler:
         return {
             'num_rows': list(self.num_rows),
             'num_cols': list(self.num_cols),
-            'support_fraction': self.support_fraction,
+            'support_fraction': (list(self.support_fraction)
+                                 if isinstance(self.support_fraction, tuple)
+                                 else self.support_fraction),
             'support_per_row': self.support_per_row,
             'min_query': self.min_query,
             'col_sampling': self.col_sampling,
@@ -324,6 +330,8 @@ class TaskSampler:
                              f"{sorted(expected)}, got {sorted(config)}")
         config['num_rows'] = tuple(config['num_rows'])
         config['num_cols'] = tuple(config['num_cols'])
+        if isinstance(config['support_fraction'], list):
+            config['support_fraction'] = tuple(config['support_fraction'])
         counter = _check_int(state['counter'], 'counter', 0)
         self._configure(**config)
         self.counter = counter
@@ -422,12 +430,25 @@ def _check_support(fraction: Any,
         return None, _check_int(per_row, 'support_per_row', 1)
     if fraction is None:
         return DEFAULT_SUPPORT_FRACTION, None
-    if isinstance(fraction, (bool, np.bool_)) or not isinstance(
-            fraction, (int, float, np.integer, np.floating)) or \
-            not 0 < fraction < 1:
+    if isinstance(fraction, (tuple, list)):
+        if len(fraction) != 2 or not all(_is_fraction(f) for f in fraction) \
+                or fraction[0] > fraction[1]:
+            raise ValueError(f"'support_fraction' as a range must be "
+                             f"(low, high) with 0 < low <= high < 1, got "
+                             f"{tuple(fraction)!r}")
+        if fraction[0] == fraction[1]:
+            return float(fraction[0]), None
+        return (float(fraction[0]), float(fraction[1])), None
+    if not _is_fraction(fraction):
         raise ValueError(f"'support_fraction' must be a number in (0, 1), "
                          f"got {fraction!r}")
     return float(fraction), None
+
+
+def _is_fraction(value: Any) -> bool:
+    return (not isinstance(value, (bool, np.bool_)) and
+            isinstance(value, (int, float, np.integer, np.floating)) and
+            0 < value < 1)
 
 
 def _draw_size(rng: np.random.Generator, size_range: Tuple[int, int],
@@ -453,6 +474,8 @@ def _split_support(rng: np.random.Generator, row: np.ndarray, num_rows: int,
     num_entries = row.size
     support = np.zeros(num_entries, dtype=bool)
     if per_row is None:
+        if isinstance(fraction, tuple):
+            fraction = rng.uniform(*fraction)
         count = int(np.floor(fraction * num_entries + 0.5))
         count = max(1, min(count, num_entries - min_query))
         if count > 0:

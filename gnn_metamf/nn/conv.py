@@ -75,6 +75,11 @@ class RowColLayer(torch.nn.Module):
           :class:`BipartiteOps` of the batch
         - **output:** new row, column and entry states, same shapes
     """
+    #: Whether :meth:`forward` takes ``inplace=True``: without autograd,
+    #: overwrite ``x_edge`` with the new entry states instead of allocating
+    #: new ones. The encoder asks for it on the states it owns.
+    supports_inplace: bool = False
+
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels
@@ -110,9 +115,14 @@ class ExchangeableLayer(RowColLayer):
     :math:`\mathcal{N}(i)` the columns observed in row :math:`i`. Row and
     column states pass through unchanged.
 
+    Without autograd, the entries are updated in blocks that stay in
+    cache, and with ``inplace=True`` in ``x_edge`` itself.
+
     Args:
         channels (int): Width ``C`` of the entry states.
     """
+    supports_inplace = True
+
     def __init__(self, channels: int):
         super().__init__(channels)
         self.lin_self = Linear(channels, channels)
@@ -126,15 +136,25 @@ class ExchangeableLayer(RowColLayer):
                     self.lin_graph):
             lin.reset_parameters()
 
-    def forward(self, x_row, x_col, x_edge, ops):
+    def forward(self, x_row, x_col, x_edge, ops, inplace: bool = False):
         # Project the pooled states before gathering them to the entries:
-        # C x C work per row, column and matrix instead of per entry.
-        row = self.lin_row(ops.row_mean(x_edge))  # (N, C)
-        col = self.lin_col(ops.col_mean(x_edge))  # (M, C)
-        graph = self.lin_graph(ops.graph_mean(x_edge))  # (B, C)
-        out = (self.lin_self(x_edge) + row[ops.row] + col[ops.col] +
-               graph[ops.edge_batch])  # (E, C)
-        return x_row, x_col, x_edge + torch.relu(out)
+        # C x C work per row, column and matrix instead of per entry. The
+        # matrix term and the bias are the same for all entries of a row,
+        # so they join the row term before the gather.
+        row_mean, col_mean, graph_mean = ops.pool(x_edge)
+        graph = self.lin_graph(graph_mean)  # (B, C)
+        row = (self.lin_row(row_mean) + self.lin_self.bias +
+               graph.index_select(0, ops.row_batch))  # (N, C)
+        col = self.lin_col(col_mean)  # (M, C)
+        weight = self.lin_self.weight.t()  # (C, C)
+        if torch.is_grad_enabled() or ops.reference:
+            out = ops.gather_row(row) + ops.gather_col(col)  # (E, C)
+            # In place on fresh tensors; autograd keeps what it needs.
+            out = out.addmm_(x_edge, weight).relu_()
+            return x_row, x_col, x_edge + out
+        out = x_edge if inplace else torch.empty_like(x_edge)
+        _entry_update(x_edge, row, col, weight, ops, out)
+        return x_row, x_col, out
 
 
 @register_layer('node')
@@ -180,3 +200,26 @@ class NodeMessageLayer(RowColLayer):
         new_row = x_row + torch.relu(self.row_self(x_row) + to_row)
         new_col = x_col + torch.relu(self.col_self(x_col) + to_col)
         return new_row, new_col, x_edge
+
+
+def _entry_update(x_edge: Tensor, row: Tensor, col: Tensor, weight: Tensor,
+                  ops: BipartiteOps, out: Tensor) -> None:
+    r"""``out = x + relu(x W + row[i] + col[j])`` for every entry, in blocks
+    of entries that stay in cache while all terms are added: without
+    autograd, a few passes over memory instead of one per term. ``out`` may
+    be ``x_edge`` itself."""
+    num, channels = x_edge.shape
+    block = max(1, _BLOCK_BYTES // max(1, channels * x_edge.element_size()))
+    buf = x_edge.new_empty(2, min(block, num), channels)
+    for start in range(0, num, block):
+        stop = min(start + block, num)
+        b, c = buf[0, :stop - start], buf[1, :stop - start]  # (block, C)
+        torch.index_select(row, 0, ops.row[start:stop], out=b)
+        torch.index_select(col, 0, ops.col[start:stop], out=c)
+        x = x_edge[start:stop]
+        b.add_(c).addmm_(x, weight).relu_()
+        torch.add(x, b, out=out[start:stop])
+
+
+# Bytes of entry states per block of _entry_update: well inside L2.
+_BLOCK_BYTES = 1 << 19

@@ -82,15 +82,23 @@ class Encoder(torch.nn.Module):
         x_edge = self.embed(z.unsqueeze(-1))  # (E, C)
         x_row = x_edge.new_zeros(ops.num_rows, self.hidden_channels)
         x_col = x_edge.new_zeros(ops.num_cols, self.hidden_channels)
+        # Without autograd the entry states are the encoder's own, and
+        # layers that can may overwrite them: no new (E, C) tensor a layer.
+        owned = not torch.is_grad_enabled()
         for lay in self.layers:
-            x_row, x_col, x_edge = lay(x_row, x_col, x_edge, ops)
+            if owned and lay.supports_inplace:
+                x_row, x_col, x_edge = lay(x_row, x_col, x_edge, ops,
+                                           inplace=True)
+            else:
+                x_row, x_col, x_edge = lay(x_row, x_col, x_edge, ops)
 
+        row_mean, col_mean, graph_mean = ops.pool(x_edge)
         h_row = torch.cat([
-            x_row, ops.row_mean(x_edge),
+            x_row, row_mean,
             torch.log1p(ops.row_degree).unsqueeze(-1).to(x_edge.dtype),
         ], dim=-1)  # (N, 2C + 1)
         h_col = torch.cat([
-            x_col, ops.col_mean(x_edge),
+            x_col, col_mean,
             torch.log1p(ops.col_degree).unsqueeze(-1).to(x_edge.dtype),
         ], dim=-1)  # (M, 2C + 1)
         entries = ops.graph_entries
@@ -98,7 +106,7 @@ class Encoder(torch.nn.Module):
             torch.log1p(entries / ops.rows_per_graph.clamp(min=1)),
             torch.log1p(entries / ops.cols_per_graph.clamp(min=1)),
         ], dim=-1).to(x_edge.dtype)  # (B, 2)
-        h_graph = torch.cat([ops.graph_mean(x_edge), density], dim=-1)
+        h_graph = torch.cat([graph_mean, density], dim=-1)
         return h_row, h_col, h_graph
 
     def __repr__(self) -> str:

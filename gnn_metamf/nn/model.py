@@ -13,9 +13,15 @@ from torch.nn import Parameter
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .normalize import MatrixScale
-from .ops import BipartiteOps
+from .ops import BipartiteOps, PairDot
 from .prior import GaussianPriorHead
-from .refine import MAPRefinement, Prior, design, predict_entries
+from .refine import (
+    MAPRefinement,
+    Prior,
+    design,
+    packed_index,
+    predict_entries,
+)
 
 __all__ = ['MetaMF', 'Factorization', 'PRIORS']
 
@@ -261,16 +267,26 @@ class MetaMF(torch.nn.Module):
                             ) -> Tensor:
         r"""Normalised predictive variance at ``index`` (2, Q); shape
         ``(Q,)``. Gradients reach only the calibration parameters.
-        ``cov`` are the Laplace covariances when already computed."""
+        ``cov`` are the Laplace covariances when already computed, as
+        :meth:`MAPRefinement.posterior_covariance` returns them (packed
+        with the fast backend)."""
         with torch.no_grad():
+            fast = not fact.ops.reference
             if cov is None:
                 cov = self.refine.posterior_covariance(
                     fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
-                    fact.col_prior)
-            a_col = design(fact.Q)[0][index[1]]  # (Q, K + 1)
-            a_row = design(fact.P)[0][index[0]]  # (Q, K + 1)
-            param_var = (_quad(cov[0][index[0]], a_col) +
-                         _quad(cov[1][index[1]], a_row))  # (Q,)
+                    fact.col_prior, packed=fast)
+            if fast:
+                pairs = PairDot(index, fact.P.size(0), fact.Q.size(0))
+                param_var = pairs(*_variance_features(fact, cov))  # (Q,)
+            else:
+                a_col = design(fact.Q)[0][index[1]]  # (Q, K + 1)
+                a_row = design(fact.P)[0][index[0]]  # (Q, K + 1)
+                param_var = (_quad(cov[0][index[0]], a_col) +
+                             _quad(cov[1][index[1]], a_row))  # (Q,)
+        return self._calibrate(param_var)
+
+    def _calibrate(self, param_var: Tensor) -> Tensor:
         return self.log_obs_var.exp() + self.log_kappa.exp() * param_var
 
     def predict(self, graph, index: Optional[Tensor] = None,
@@ -282,13 +298,13 @@ class MetaMF(torch.nn.Module):
         deviations when ``return_std`` is false)."""
         index = _query_index(graph, index)
         fact = self(graph, num_steps)
-        batch = fact.ops.row_batch[index[0]]  # (Q,)
+        batch = fact.ops.row_batch.index_select(0, index[0])  # (Q,)
         z_hat = fact.predict_normalized(index)
         mean = fact.scale.denormalize(z_hat, batch, clip=self.clip)
         if not return_std:
             return mean, None
         var = self.predictive_variance(fact, index)
-        return mean, var.sqrt() * fact.scale.scale[batch]
+        return mean, var.sqrt() * fact.scale.scale.index_select(0, batch)
 
     def loss(self, graph, num_steps: Optional[int] = None
              ) -> tuple[Tensor, dict[str, float]]:
@@ -302,7 +318,7 @@ class MetaMF(torch.nn.Module):
             raise ValueError("the graph has no 'edge_label': the loss needs "
                              "the true values of the query entries")
         fact = self(graph, num_steps)
-        batch = fact.ops.row_batch[index[0]]  # (Q,)
+        batch = fact.ops.row_batch.index_select(0, index[0])  # (Q,)
         target = fact.scale.normalize(
             graph.edge_label.to(fact.z.dtype), batch)  # (Q,)
         z_hat = fact.predict_normalized(index)
@@ -339,13 +355,18 @@ class MetaMF(torch.nn.Module):
         self.eval()
         try:
             fact = self(graph, num_steps)
+            fast = not fact.ops.reference
             cov = self.refine.posterior_covariance(
                 fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
-                fact.col_prior)
+                fact.col_prior, packed=fast)
+            # Fast path: per-row and per-column features whose dot products
+            # at the query pairs are the means and the variances.
+            features = ((_mean_features(fact),
+                         _variance_features(fact, cov)) if fast else None)
             means, stds = [], []
             for start in range(0, query_index.size(1), chunk_size):
                 index = query_index[:, start:start + chunk_size]
-                mean, std = self._predict_chunk(fact, cov, index)
+                mean, std = self._predict_chunk(fact, cov, index, features)
                 means.append(mean)
                 stds.append(std)
         finally:
@@ -356,13 +377,19 @@ class MetaMF(torch.nn.Module):
         return torch.cat(means), torch.cat(stds)
 
     def _predict_chunk(self, fact: Factorization,
-                       cov: tuple[Tensor, Tensor],
-                       index: Tensor) -> tuple[Tensor, Tensor]:
-        batch = fact.ops.row_batch[index[0]]  # (q,)
-        z_hat = fact.predict_normalized(index)
+                       cov: tuple[Tensor, Tensor], index: Tensor,
+                       features: Optional[tuple] = None
+                       ) -> tuple[Tensor, Tensor]:
+        batch = fact.ops.row_batch.index_select(0, index[0])  # (q,)
+        if features is None:
+            z_hat = fact.predict_normalized(index)
+            var = self.predictive_variance(fact, index, cov)
+        else:
+            pairs = PairDot(index, fact.P.size(0), fact.Q.size(0))
+            z_hat = pairs(*features[0])  # (q,)
+            var = self._calibrate(pairs(*features[1]))
         mean = fact.scale.denormalize(z_hat, batch, clip=self.clip)
-        var = self.predictive_variance(fact, index, cov)
-        return mean, var.sqrt() * fact.scale.scale[batch]
+        return mean, var.sqrt() * fact.scale.scale.index_select(0, batch)
 
 
 def _pseudo_normal(position: Tensor, dim: int, salt: int) -> Tensor:
@@ -374,6 +401,32 @@ def _pseudo_normal(position: Tensor, dim: int, salt: int) -> Tensor:
          k * 78.233 + salt * 37.719)
     uniform = torch.frac(torch.sin(x) * 43758.5453).abs()  # [0, 1)
     return (uniform - 0.5) * math.sqrt(12.0)
+
+
+def _mean_features(fact: Factorization) -> tuple[Tensor, Tensor]:
+    r"""``[u_i; b_i; 1]`` (N, K + 2) and ``[v_j; 1; c_j]`` (M, K + 2),
+    whose dot product is the normalised prediction of entry (i, j)."""
+    P, Q = fact.P, fact.Q
+    return (torch.cat([P, P.new_ones(P.size(0), 1)], -1),
+            torch.cat([Q[:, :-1], Q.new_ones(Q.size(0), 1), Q[:, -1:]], -1))
+
+
+def _variance_features(fact: Factorization,
+                       cov: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    r"""Row features (N, 2P) and column features (M, 2P) whose dot
+    product is :math:`a_j^\top\Sigma^u_i a_j + a_i^\top\Sigma^v_j a_i`,
+    from the packed covariances ``cov`` ((N, P), (M, P)): a quadratic form
+    is the dot product of the packed matrix, off-diagonal terms counted
+    twice, with the packed outer product :math:`a a^\top`."""
+    k1 = fact.P.size(1)
+    i, j = packed_index(k1, fact.P.device)[:2]
+    twice = torch.where(i == j, 1.0, 2.0).to(fact.P.dtype)  # (P,)
+    outer = []
+    for X in (fact.P, fact.Q):
+        a = design(X)[0]  # (nodes, K + 1)
+        outer.append(a.index_select(1, i) * a.index_select(1, j))
+    return (torch.cat([cov[0] * twice, outer[0]], -1),
+            torch.cat([outer[1], cov[1] * twice], -1))
 
 
 def _quad(cov: Tensor, a: Tensor) -> Tensor:

@@ -39,7 +39,7 @@ class MatrixScale:
     def fit(cls, value: Tensor, ops: BipartiteOps) -> MatrixScale:
         v = value.unsqueeze(-1)  # (E, 1)
         mean = ops.graph_mean(v).squeeze(-1)  # (B,)
-        centred = value - mean[ops.edge_batch]
+        centred = value - mean.index_select(0, ops.edge_batch)
         var = ops.graph_mean(centred.unsqueeze(-1) ** 2).squeeze(-1)
         scale = var.sqrt()
         flat = scale <= 1e-6 * (1 + mean.abs())
@@ -52,15 +52,18 @@ class MatrixScale:
 
     def normalize(self, value: Tensor, batch: Tensor) -> Tensor:
         r"""Raw values of entries in matrices ``batch`` to scale-free ones."""
-        return (value - self.mean[batch]) / self.scale[batch]
+        return ((value - self.mean.index_select(0, batch)) /
+                self.scale.index_select(0, batch))
 
     def denormalize(self, z: Tensor, batch: Tensor,
                     clip: bool = False) -> Tensor:
         r"""Scale-free values back to the matrices' scales, optionally
         clipped to the range of each matrix's observed values."""
-        out = z * self.scale[batch] + self.mean[batch]
+        out = (z * self.scale.index_select(0, batch) +
+               self.mean.index_select(0, batch))
         if clip:
-            low, high = self.low[batch], self.high[batch]
+            low = self.low.index_select(0, batch)
+            high = self.high.index_select(0, batch)
             finite = torch.isfinite(low)  # An empty matrix has no range.
             out = torch.where(finite, torch.minimum(torch.maximum(
                 out, low), high), out)

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch_geometric.utils import scatter
 
-__all__ = ['BipartiteOps', 'BACKENDS']
+__all__ = ['BipartiteOps', 'BACKENDS', 'PairDot']
 
 BACKENDS = ('sparse', 'scatter')
 
@@ -95,6 +95,7 @@ class BipartiteOps:
         self._by_row = _Compressed(self.row, self.col, num_rows, num_cols)
         self._by_col = _Compressed(self.col, self.row, num_cols, num_rows)
         self._by_graph = _Compressed(self.edge_batch, None, num_graphs)
+        self._rows_by_graph: Optional[_Compressed] = None
         dtype = torch.get_default_dtype()
         self.row_degree = self._by_row.counts.to(dtype)
         self.col_degree = self._by_col.counts.to(dtype)
@@ -141,6 +142,21 @@ class BipartiteOps:
         r"""Mean over each matrix's entries: ``(E, D) -> (B, D)``."""
         return (self.graph_sum(x) /
                 self.graph_entries.clamp(min=1).unsqueeze(-1))
+
+    def pool(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r""":meth:`row_mean`, :meth:`col_mean` and :meth:`graph_mean` of
+        ``x`` (E, D) at once. With the sparse backend the matrix sums are
+        taken over the row sums: one pass over the entries fewer."""
+        if self.backend == 'scatter':
+            return self.row_mean(x), self.col_mean(x), self.graph_mean(x)
+        if self._rows_by_graph is None:
+            self._rows_by_graph = _Compressed(self.row_batch, None,
+                                              self.num_graphs)
+        row_sum = self.row_sum(x)  # (N, D)
+        graph_sum = _SegmentSum.apply(row_sum, self._rows_by_graph)
+        return (row_sum / self.row_degree.clamp(min=1).unsqueeze(-1),
+                self.col_mean(x),
+                graph_sum / self.graph_entries.clamp(min=1).unsqueeze(-1))
 
     # ------------------------------------------------------------------
     # Row, column or matrix -> entry: the adjoints of the sums above.
@@ -193,6 +209,60 @@ class BipartiteOps:
         return _Product.apply(x_row, self._by_col.matrix(edge_weight, x_row),
                               lambda: self._by_row.matrix(edge_weight,
                                                           x_row))
+
+
+class PairDot:
+    r"""Dot products of row and column features at a fixed list of
+    (row, column) pairs, such as the query entries of a matrix:
+
+    .. math::
+        \mathrm{out}_q = \mathbf{f}_{i_q}^\top \mathbf{g}_{j_q}
+
+    computed by a sampled dense-dense product
+    (:func:`torch.sparse.sampled_addmm`) on a CSR pattern of the pairs, so
+    that no ``(Q, D)`` copy of the gathered features is ever made. Without
+    gradients (used for predictions and their variances).
+
+    Args:
+        index (torch.Tensor): Row and column id of each pair, ``(2, Q)``.
+        num_rows (int): ``N``.
+        num_cols (int): ``M``.
+
+    Shapes:
+        - **input:** row features :math:`(N, D)`, column features
+          :math:`(M, D)`
+        - **output:** :math:`(Q,)`, in the order of ``index``
+    """
+    def __init__(self, index: Tensor, num_rows: int, num_cols: int):
+        row, col = index[0], index[1]
+        self.num_pairs = row.numel()
+        key = row * max(num_cols, 1) + col
+        self.perm = None if _is_sorted(key) else torch.argsort(key,
+                                                                stable=True)
+        self.col = _take(col, self.perm)  # (Q,)
+        counts = torch.bincount(_take(row, self.perm), minlength=num_rows)
+        self.crow = torch.zeros(num_rows + 1, dtype=torch.long,
+                                device=row.device)
+        self.crow[1:] = torch.cumsum(counts, 0)
+        self.shape = (num_rows, num_cols)
+        self._pattern: dict = {}
+
+    @torch.no_grad()
+    def __call__(self, x_row: Tensor, x_col: Tensor) -> Tensor:
+        if self.num_pairs == 0:
+            return x_row.new_zeros(0)
+        if x_row.dtype not in self._pattern:
+            with warnings.catch_warnings():
+                warnings.filterwarnings('ignore', message='Sparse CSR tensor')
+                self._pattern[x_row.dtype] = torch.sparse_csr_tensor(
+                    self.crow, self.col, x_row.new_zeros(self.num_pairs),
+                    self.shape, check_invariants=False)
+        out = torch.sparse.sampled_addmm(
+            self._pattern[x_row.dtype], x_row.contiguous(),
+            x_col.contiguous().t(), beta=0.0).values()  # (Q,), sorted
+        if self.perm is None:
+            return out
+        return torch.empty_like(out).index_copy_(0, self.perm, out)
 
 
 class _Compressed:

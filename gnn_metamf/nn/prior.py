@@ -65,7 +65,7 @@ class GaussianPriorHead(torch.nn.Module):
 
     def forward(self, h_node: Tensor, h_graph: Tensor,
                 batch: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.cat([h_node, h_graph[batch]], dim=-1)
+        x = torch.cat([h_node, h_graph.index_select(0, batch)], dim=-1)
         out = self.mlp(x)  # (N, 2(K + 1))
         mean, raw = out.chunk(2, dim=-1)  # (N, K + 1) each
         precision = F.softplus(raw + self.precision_offset)

@@ -59,6 +59,16 @@ is meta-learned per step and side and adapts to each node's degree, so that
 sparse nodes may lean on the prior and dense ones on their data. For ALS any
 :math:`\alpha \in (0, 1]` moves to a convex combination of the old value and
 the block minimiser, so :math:`J` never increases.
+
+**Kernels.** With the fast (``'sparse'``) backend of
+:class:`~gnn_metamf.nn.ops.BipartiteOps`, :math:`G_i` is aggregated as its
+upper triangle only (``packed=True``: :math:`(K+1)(K+2)/2` numbers per
+entry instead of :math:`(K+1)^2`) and each ridge system is solved by
+:func:`spd_solve`, whose backward pass is one more solve with the same
+Cholesky factor. The reference backend (``'scatter'``) keeps the full
+:math:`G_i` and differentiates through :func:`torch.linalg.cholesky_ex`
+and :func:`torch.cholesky_solve`; both agree within float tolerance
+(tested).
 """
 from __future__ import annotations
 
@@ -67,6 +77,7 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn import Parameter
 from torch.utils.checkpoint import checkpoint
 
@@ -79,6 +90,9 @@ __all__ = [
     'map_objective',
     'design',
     'side_statistics',
+    'spd_solve',
+    'packed_index',
+    'unpack_symmetric',
 ]
 
 SOLVERS = ('als', 'gd')
@@ -90,7 +104,7 @@ def predict_entries(P: Tensor, Q: Tensor, row: Tensor, col: Tensor) -> Tensor:
     r"""Normalised predictions :math:`\mathbf{u}_i^\top \mathbf{v}_j + b_i +
     c_j` at pairs ``(row, col)``, from augmented factors ``P`` (N, K + 1)
     and ``Q`` (M, K + 1). Returns shape ``(len(row),)``."""
-    p, q = P[row], Q[col]  # (E, K + 1)
+    p, q = P.index_select(0, row), Q.index_select(0, col)  # (E, K + 1)
     return (p[:, :-1] * q[:, :-1]).sum(-1) + p[:, -1] + q[:, -1]
 
 
@@ -115,22 +129,67 @@ def design(X: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([X[:, :-1], torch.ones_like(X[:, -1:])], -1), X[:, -1:]
 
 
-def side_statistics(other: Tensor, z: Tensor,
-                    aggregate: Callable) -> tuple[Tensor, Tensor]:
+def side_statistics(other: Tensor, z: Optional[Tensor], aggregate: Callable,
+                    packed: bool = False
+                    ) -> tuple[Tensor, Optional[Tensor]]:
     r"""The Gram matrices :math:`G` (nodes, K + 1, K + 1) and right-hand
     sides :math:`\mathbf{r}` (nodes, K + 1) of one side given the other
     side's augmented factors ``other``. ``aggregate`` is
     :meth:`BipartiteOps.rows_from_cols` (for rows) or
-    :meth:`BipartiteOps.cols_from_rows` (for columns).
+    :meth:`BipartiteOps.cols_from_rows` (for columns). With ``packed``,
+    :math:`G` is returned as its upper triangle, shape (nodes,
+    (K + 1)(K + 2) / 2), in the order of :func:`packed_index`; without
+    ``z`` the right-hand sides are skipped (``None``).
     """
     a, bias = design(other)  # (T, K + 1), (T, 1)
     k1 = a.size(1)
-    outer = (a.unsqueeze(2) * a.unsqueeze(1)).reshape(-1, k1 * k1)
+    if packed:
+        i, j = packed_index(k1, a.device)[:2]
+        outer = a.index_select(1, i) * a.index_select(1, j)  # (T, P)
+    else:
+        outer = (a.unsqueeze(2) * a.unsqueeze(1)).reshape(-1, k1 * k1)
+    width = outer.size(1)
+    if z is None:
+        return _shape_gram(aggregate(outer), k1, packed), None
     # One pass over the entries for sum a a^T and sum a * bias together.
-    agg = aggregate(torch.cat([outer, a * bias], dim=-1))  # (S, k1^2 + k1)
-    gram = agg[:, :k1 * k1].reshape(-1, k1, k1)  # (S, K + 1, K + 1)
-    rhs = aggregate(a, z) - agg[:, k1 * k1:]  # (S, K + 1)
+    agg = aggregate(torch.cat([outer, a * bias], dim=-1))  # (S, width + k1)
+    gram = _shape_gram(agg[:, :width], k1, packed)
+    rhs = aggregate(a, z) - agg[:, width:]  # (S, K + 1)
     return gram, rhs
+
+
+def _shape_gram(flat: Tensor, k1: int, packed: bool) -> Tensor:
+    return flat if packed else flat.reshape(-1, k1, k1)
+
+
+_PACKED: dict = {}
+
+
+def packed_index(n: int, device=None) -> tuple[Tensor, Tensor, Tensor,
+                                                Tensor]:
+    r"""Index maps of the packed upper triangle of symmetric ``n x n``
+    matrices, ``P = n (n + 1) / 2`` numbers in row-major order: the row
+    ``i`` and column ``j`` (``i <= j``) of each packed position, shape
+    ``(P,)`` each; the packed position of each of the ``n * n`` entries,
+    shape ``(n * n,)``; and the packed positions of the diagonal,
+    shape ``(n,)``."""
+    key = (n, str(device))
+    if key not in _PACKED:
+        i, j = torch.triu_indices(n, n, device=device)
+        full = torch.empty(n, n, dtype=torch.long, device=device)
+        pos = torch.arange(i.numel(), device=device)
+        full[i, j] = pos
+        full[j, i] = pos
+        diag = full.diagonal()
+        _PACKED[key] = (i, j, full.reshape(-1), diag.contiguous())
+    return _PACKED[key]
+
+
+def unpack_symmetric(packed: Tensor, n: int) -> Tensor:
+    r"""Symmetric matrices ``(S, n, n)`` from their packed upper triangles
+    ``(S, n (n + 1) / 2)``."""
+    full = packed_index(n, packed.device)[2]
+    return packed.index_select(1, full).reshape(-1, n, n)
 
 
 def _cholesky(system: Tensor) -> Tensor:
@@ -144,6 +203,42 @@ def _cholesky(system: Tensor) -> Tensor:
             f'definite: the factors or priors are not finite (a diverged '
             f'model, e.g. a too large learning rate, or non-finite input)')
     return chol
+
+
+class _SPDSolve(torch.autograd.Function):
+    r"""``x = A^{-1} b`` for symmetric positive definite ``A``. The backward
+    pass reuses the Cholesky factor: :math:`\bar b = A^{-1}\bar x`,
+    :math:`\bar A = -\operatorname{sym}(\bar b x^\top)`, the gradient
+    autograd would give through :func:`torch.linalg.cholesky_ex` and
+    :func:`torch.cholesky_solve`, at the cost of one solve."""
+    @staticmethod
+    def forward(ctx, system: Tensor, rhs: Tensor) -> Tensor:
+        chol = _cholesky(system)
+        x = torch.cholesky_solve(rhs.unsqueeze(-1), chol)  # (S, n, 1)
+        ctx.save_for_backward(chol, x)
+        return x.squeeze(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        chol, x = ctx.saved_tensors
+        grad_rhs = torch.cholesky_solve(grad.unsqueeze(-1), chol)
+        grad_system = None
+        if ctx.needs_input_grad[0]:
+            outer = grad_rhs * x.mT  # (S, n, n)
+            grad_system = -0.5 * (outer + outer.mT)
+        return grad_system, grad_rhs.squeeze(-1)
+
+
+def spd_solve(system: Tensor, rhs: Tensor) -> Tensor:
+    r"""Solves the symmetric positive definite systems ``system`` (S, n, n)
+    for ``rhs`` (S, n) by Cholesky; differentiable in both, with a backward
+    pass of one solve.
+
+    Raises:
+        FloatingPointError: If a system is not positive definite.
+    """
+    return _SPDSolve.apply(system, rhs)
 
 
 class MAPRefinement(torch.nn.Module):
@@ -237,23 +332,35 @@ class MAPRefinement(torch.nn.Module):
               col_prior: Prior) -> tuple[Tensor, Tensor]:
         fixed = Q.detach() if self.first_order else Q
         P_next = self._update(P, fixed, z, ops.rows_from_cols, row_prior,
-                              self.damping(t, 0, ops.row_degree))
+                              self.damping(t, 0, ops.row_degree),
+                              ops.reference)
         fixed = P_next.detach() if self.first_order else P_next
         Q_next = self._update(Q, fixed, z, ops.cols_from_rows, col_prior,
-                              self.damping(t, 1, ops.col_degree))
+                              self.damping(t, 1, ops.col_degree),
+                              ops.reference)
         return P_next, Q_next
 
     def _update(self, X: Tensor, other: Tensor, z: Tensor,
-                aggregate: Callable, prior: Prior, alpha: Tensor) -> Tensor:
+                aggregate: Callable, prior: Prior, alpha: Tensor,
+                reference: bool) -> Tensor:
         mean, precision = prior  # (S, K + 1) each
-        gram, rhs = side_statistics(other, z, aggregate)
+        k1 = X.size(1)
+        gram, rhs = side_statistics(other, z, aggregate,
+                                    packed=not reference)
         ridge = self.noise_var * precision  # (S, K + 1): sigma^2 lambda
-        if self.solver == 'als':
+        if self.solver == 'als' and not reference:
+            # sigma^2 Lambda + G, the diagonal added in packed form.
+            diag = packed_index(k1, X.device)[3]
+            system = unpack_symmetric(gram.index_add(1, diag, ridge), k1)
+            step = spd_solve(system, ridge * mean + rhs) - X  # (S, K + 1)
+        elif self.solver == 'als':
             system = gram + torch.diag_embed(ridge)  # (S, K+1, K+1)
             target = (ridge * mean + rhs).unsqueeze(-1)  # (S, K + 1, 1)
             step = torch.cholesky_solve(target, _cholesky(system))
             step = step.squeeze(-1) - X
         else:
+            if not reference:
+                gram = unpack_symmetric(gram, k1)  # (S, K+1, K+1)
             grad = (ridge * (X - mean) +
                     (gram @ X.unsqueeze(-1)).squeeze(-1) - rhs)
             curvature = ridge + torch.diagonal(gram, dim1=-2, dim2=-1)
@@ -262,19 +369,33 @@ class MAPRefinement(torch.nn.Module):
 
     def posterior_covariance(self, P: Tensor, Q: Tensor, z: Tensor,
                              ops: BipartiteOps, row_prior: Prior,
-                             col_prior: Prior) -> tuple[Tensor, Tensor]:
+                             col_prior: Prior, packed: bool = False
+                             ) -> tuple[Tensor, Tensor]:
         r"""Laplace approximation around the refined factors: for each row
         the inverse of the Hessian of :math:`J` in
         :math:`\tilde{\mathbf{u}}_i` with the columns fixed,
         :math:`(\Lambda_i + G_i / \sigma^2)^{-1}`, and likewise per column.
-        Shapes ``(N, K+1, K+1)`` and ``(M, K+1, K+1)``."""
+        Shapes ``(N, K+1, K+1)`` and ``(M, K+1, K+1)``, or with ``packed``
+        their upper triangles ``(N, P)`` and ``(M, P)`` in the order of
+        :func:`packed_index`."""
+        k1 = P.size(1)
+        upper = packed_index(k1, P.device)
         out = []
         for other, aggregate, (_, precision) in (
                 (Q, ops.rows_from_cols, row_prior),
                 (P, ops.cols_from_rows, col_prior)):
-            gram, _ = side_statistics(other, z, aggregate)
-            hessian = gram / self.noise_var + torch.diag_embed(precision)
-            out.append(torch.cholesky_inverse(_cholesky(hessian)))
+            if ops.reference:
+                gram, _ = side_statistics(other, z, aggregate)
+                hessian = gram / self.noise_var + torch.diag_embed(precision)
+            else:  # Only G, aggregated as its upper triangle.
+                gram, _ = side_statistics(other, None, aggregate, True)
+                hessian = unpack_symmetric(torch.index_add(
+                    gram / self.noise_var, 1, upper[3], precision), k1)
+            cov = torch.cholesky_inverse(_cholesky(hessian))
+            if packed:  # (S, K+1, K+1) -> (S, P)
+                cov = cov.reshape(-1, k1 * k1).index_select(
+                    1, upper[0] * k1 + upper[1])
+            out.append(cov)
         return out[0], out[1]
 
     def extra_repr(self) -> str:

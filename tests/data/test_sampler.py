@@ -242,3 +242,21 @@ def test_whole_matrix_task():
     single = MatrixGraph.from_triples([0], [0], [1.0])
     with pytest.raises(ValueError, match='gave 1 support and 0 query'):
         whole_matrix_task(single)
+
+
+def test_sampler_support_fraction_range_varies_per_task():
+    gen = torch.Generator().manual_seed(0)
+    dense = torch.randn(60, 60, generator=gen)
+    graph = MatrixGraph.from_dense(dense)  # Fully observed.
+    sampler = TaskSampler(graph, num_rows=30, num_cols=30,
+                          support_fraction=(0.2, 0.8), seed=0)
+    shares = [t.num_entries / (t.num_entries + t.edge_label.numel())
+              for t in sampler.fixed_tasks(30)]
+    assert 0.18 < min(shares) < 0.4 and 0.6 < max(shares) < 0.82
+    state = sampler.state_dict()
+    assert state['config']['support_fraction'] == [0.2, 0.8]
+    other = TaskSampler(graph, num_rows=30, num_cols=30, seed=0)
+    other.load_state_dict(state)
+    assert other.support_fraction == (0.2, 0.8)
+    with pytest.raises(ValueError, match=r'\(low, high\) with 0 < low'):
+        TaskSampler(graph, support_fraction=(0.8, 0.2))
