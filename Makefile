@@ -32,5 +32,9 @@ check-env: setup
 demo: setup
 	$(PY) scripts/demo.py
 
+# Protocols A, B and C (about 30 minutes on 2 cores; reuses trained runs).
+benchmark: setup
+	$(PY) scripts/bench_protocols.py --protocol all --out results
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -18,7 +18,7 @@ class ModelConfig:
     hidden_channels: int = 64  # width of encoder and prior heads
     num_layers: int = 4  # encoder layers
     layer: str = 'exchangeable'  # registered name: 'exchangeable', 'node'
-    num_steps: int = 5  # MAP refinement steps (0: prior means only)
+    num_steps: int = 3  # MAP refinement steps (0: prior means only)
     solver: str = 'als'  # 'als' (exact per-node solves) or 'gd'
     first_order: bool = False  # first-order meta-gradient
     checkpoint_steps: bool = False  # recompute steps in backward (memory)

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from .baselines import BaselineImputer
+from .baselines import BASELINES, BaselineImputer
 from .checkpoint import load_checkpoint
 from .config import ModelConfig, TaskConfig, TrainConfig
 from .data import MatrixGraph, TaskSampler
@@ -203,6 +203,11 @@ class BenchmarkPlan:
         if unknown:
             raise ValueError(f'unknown support setting(s) {unknown}, '
                              f'expected any of {list(SUPPORTS)}')
+        unknown = sorted(set(self.task_baselines + self.split_baselines)
+                         - set(BASELINES))
+        if unknown:
+            raise ValueError(f'unknown baseline(s) {unknown}, expected any '
+                             f'of {sorted(BASELINES)}')
         for _, _, variants in self.transfer:
             if set(variants) - set(VARIANTS):
                 raise ValueError(f'unknown variant(s) in {variants}, '
@@ -690,27 +695,34 @@ def run_benchmark(plan: BenchmarkPlan, out, jobs: int = 1,
     bar = _progress(progress, len(specs) + len(free) + len(needs))
     results, training = [], []
     with _executor(jobs) as pool:
-        trainings = {
-            pool.submit(train_run, plan.train_config(s),
-                        out / 'runs' / s.name, None, s.name): s
-            for s in specs}
+        trainings = [pool.submit(train_run, plan.train_config(s),
+                                 out / 'runs' / s.name, None, s.name)
+                     for s in specs]
         pending = [pool.submit(_run_unit, plan, u, out) for u in free]
-        for future in as_completed(list(trainings)):
-            row = future.result()
-            training.append(row)
-            _tick(bar)
-            log.info('train    %-34s %-8s steps %5d  best_step %5d  '
-                     'best_val_rmse %.4f  %.0f s', row['run'],
-                     row['status'], row['steps'], row['best_step'],
-                     row['best_val_rmse'], row['seconds'])
-        pending += [pool.submit(_run_unit, plan, u, out) for u in needs]
-        for future in as_completed(pending):
-            result = future.result()
-            results.append(result)
-            _tick(bar)
-            _log_unit(result)
-    if bar is not None:
-        bar.close()
+        try:
+            for future in as_completed(trainings):
+                row = future.result()
+                training.append(row)
+                _tick(bar)
+                log.info('train    %-34s %-8s steps %5d  best_step %5d  '
+                         'best_val_rmse %.4f  %.0f s', row['run'],
+                         row['status'], row['steps'], row['best_step'],
+                         row['best_val_rmse'], row['seconds'])
+            pending += [pool.submit(_run_unit, plan, u, out)
+                        for u in needs]
+            for future in as_completed(pending):
+                result = future.result()
+                results.append(result)
+                _tick(bar)
+                _log_unit(result)
+        except BaseException:
+            # Do not wait for queued work whose results will be dropped.
+            for future in trainings + pending:
+                future.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
 
     order = {s.name: i for i, s in enumerate(specs)}
     training.sort(key=lambda r: order[r['run']])
@@ -1070,11 +1082,40 @@ def _protocol_a_md(data: dict) -> str:
         'tasks are therefore not independent and the SE above understates '
         'the uncertainty of an unpaired comparison; the paired '
         'differences are the sounder one.', '',
-        markdown_table(data['tasks'], _TASK_COLUMNS)]
+        markdown_table(data['tasks'], _TASK_COLUMNS), '',
+        *_task_notes(data['tasks'])]
     if data.get('steps'):
         lines += ['', '### Test-time refinement steps (full model)', '',
                   markdown_table(data['steps'], _STEPS_COLUMNS)]
     return '\n'.join(lines) + '\n'
+
+
+def _task_notes(tasks: Sequence[dict]) -> list[str]:
+    # What the task sizes mean for the precision of the numbers, in words.
+    lines = []
+    for dataset in dict.fromkeys(t['dataset'] for t in tasks):
+        rows = [t for t in tasks if t['dataset'] == dataset]
+        distinct = max(t['query_distinct'] for t in rows)
+        sparsest = min(rows, key=lambda t: t['support_median'] /
+                       max(t['rows_median'], 1))
+        per_row = sparsest['support_median'] / max(sparsest['rows_median'],
+                                                   1)
+        lines.append(
+            f"- {dataset}: the meta-test part has "
+            f"{rows[0].get('part_entries', '?')} entries "
+            f"({rows[0].get('part_rows', '?')} x "
+            f"{rows[0].get('part_cols', '?')}); the tasks of one setting "
+            f"query at most {distinct} distinct entries, so a pooled RMSE "
+            f"is resolved to about +-{100 / math.sqrt(2 * distinct):.1f}% "
+            f"of its value (RMSE / sqrt(2 x distinct entries)) however "
+            f"many tasks are drawn. The sparsest setting, "
+            f"{sparsest['setting']}, gives a median task "
+            f"{sparsest['support_median']:.0f} support entries for "
+            f"{sparsest['rows_median']:.0f} rows "
+            f"({per_row:.2f} per row; fewest {sparsest['support_min']}), and "
+            f"{sparsest['query_median']:.0f} query entries (fewest "
+            f"{sparsest['query_min']}).")
+    return lines
 
 
 def _split_md(protocol: str, data: dict) -> str:
@@ -1143,9 +1184,14 @@ def write_reports(out) -> list[dict[str, str]]:
               f"Machine: {machine.get('cpu_count')} cores, "
               f"{machine.get('platform')}; torch "
               f"{machine.get('torch')}, torch-geometric "
-              f"{machine.get('torch_geometric')}. Commands, seeds and "
-              f"times: `environment.json`. Every number: the CSV files.",
-              '']
+              f"{machine.get('torch_geometric')}. Seeds, plans and times: "
+              f"`environment.json`; every number: the CSV files. "
+              f"Commands:", '']
+    header += [f"- `{inv.get('command')}` (protocols "
+               f"{' '.join(inv.get('protocols', []))}, "
+               f"{inv.get('seconds', 0) / 60:.1f} min, {inv.get('started')})"
+               for inv in env.get('invocations', [])]
+    header.append('')
     (out / 'results.md').write_text('\n'.join(header) + '\n' + target_md
                                     + '\n' + '\n'.join(sections))
     _plot_support(data['A']['rows'] if data['A'] else [],

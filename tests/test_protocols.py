@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gnn_metamf.baselines import BaselineImputer
+from gnn_metamf.config import ModelConfig
 from gnn_metamf.evaluate import evaluate_tasks
 from gnn_metamf.nn import MetaMF
 from gnn_metamf.protocols import (
@@ -57,7 +58,8 @@ def test_plan_variant_configs():
     plan = BenchmarkPlan(steps=7)
     full = plan.train_config(RunSpec(('ml-100k:u1',), 'full'))
     assert full.steps == 7 and full.threads == 1
-    assert full.model.num_steps == 5 and full.model.prior == 'encoder'
+    assert full.model.num_steps == ModelConfig().num_steps
+    assert full.model.prior == 'encoder'
     assert plan.train_config(RunSpec(('x',), 'prior_only')).model \
         .num_steps == 0
     assert plan.train_config(RunSpec(('x',), 'no_encoder')).model \
@@ -69,6 +71,8 @@ def test_plan_rejects_unknown_names():
         BenchmarkPlan(protocols=('A', 'D'))
     with pytest.raises(ValueError, match='unknown support setting'):
         BenchmarkPlan(supports=('20%',))
+    with pytest.raises(ValueError, match=r"unknown baseline\(s\) \['svd'\]"):
+        BenchmarkPlan(task_baselines=('mf', 'svd'))
 
 
 def test_few_shot_tasks_fixed_and_support(config):
@@ -181,7 +185,6 @@ def test_train_run_reuses_and_rejects_other_config(tmp_path, config):
         train_run(other, tmp_path / 'run')
 
 
-@pytest.mark.slow
 def test_run_benchmark_end_to_end(tmp_path):
     plan = tiny_plan()
     summary = run_benchmark(plan, tmp_path)
@@ -207,7 +210,7 @@ def test_run_benchmark_end_to_end(tmp_path):
     assert [(r['evaluation'][0], r['num_steps'])
             for r in summary['steps']] == [('A', 0), ('A', 1), ('C', 0),
                                            ('C', 1)]
-    assert len(summary['targets']) == 8
+    assert len(summary['targets']) == 7  # 3 + one dataset + 2 + 1
 
     for name in ('protocol_a.md', 'protocol_a.csv', 'protocol_a_tasks.csv',
                  'protocol_a_per_task.csv', 'protocol_b.md', 'protocol_c.md',
@@ -225,3 +228,15 @@ def test_run_benchmark_end_to_end(tmp_path):
                                [r['rmse'] for r in a])
     with pytest.raises(ValueError, match='another configuration'):
         run_benchmark(tiny_plan(steps=3), tmp_path)
+
+
+@pytest.mark.slow
+def test_run_benchmark_parallel_matches_serial(tmp_path):
+    plan = tiny_plan(protocols=('A', 'C'), supports=('30%',))
+    serial = run_benchmark(plan, tmp_path / 'serial')
+    parallel = run_benchmark(plan, tmp_path / 'parallel', jobs=2)
+    for key in ('A', 'C', 'steps'):
+        assert [r['rmse'] for r in parallel[key]] == pytest.approx(
+            [r['rmse'] for r in serial[key]]), key
+    assert [r['best_val_rmse'] for r in parallel['training']] == \
+        pytest.approx([r['best_val_rmse'] for r in serial['training']])
