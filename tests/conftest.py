@@ -29,6 +29,22 @@ def low_rank_graph(num_rows, num_cols, density=0.4, query=0.3, rank=3,
     return graph
 
 
+def pytest_addoption(parser):
+    parser.addoption('--device', default='cpu',
+                     help="torch device of the tests that take the 'device' "
+                          "fixture, e.g. cuda (default: cpu)")
+
+
+@pytest.fixture
+def device(request):
+    r"""The device of ``--device``; the test is skipped when it is a CUDA
+    device and none is available."""
+    device = torch.device(request.config.getoption('--device'))
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        pytest.skip(f'--device {device}: CUDA is not available')
+    return device
+
+
 @pytest.fixture
 def graphs():
     return [low_rank_graph(12, 9, seed=0), low_rank_graph(7, 15, seed=1),

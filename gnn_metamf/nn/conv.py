@@ -156,6 +156,42 @@ class ExchangeableLayer(RowColLayer):
         _entry_update(x_edge, row, col, weight, ops, out)
         return x_row, x_col, out
 
+    @torch.no_grad()
+    def forward_embedded(self, z: Tensor, embed: Linear,
+                         ops: BipartiteOps) -> Tensor:
+        r"""The entry states of this layer applied to ``embed(z[:, None])``
+        (a ``Linear(1, C)``), without materialising the embedded states and
+        without autograd. Those are affine in one number per entry,
+        :math:`x_{ij} = z_{ij}\mathbf{w} + \mathbf{b}_0`, so their means
+        follow from the means of :math:`z` and :math:`x W^\top` from
+        :math:`z\,(W\mathbf{w})`: no :math:`(E, C)` product, no pass over
+        :math:`(E, C)` states before the update. Returns ``(E, C)``; row and
+        column states stay as they were (this layer leaves them alone)."""
+        w, b0 = embed.weight[:, 0], embed.bias  # (C,) each
+        # Row, column and matrix means of z and of 1 (0 when empty).
+        z1 = torch.stack([z, torch.ones_like(z)], -1)  # (E, 2)
+        basis = torch.stack([w, b0])  # (2, C)
+        row_mean, col_mean, graph_mean = (m @ basis for m in ops.pool(z1))
+        weight = self.lin_self.weight  # (C, C)
+        graph = self.lin_graph(graph_mean)  # (B, C)
+        row = (self.lin_row(row_mean) + self.lin_self.bias + weight @ b0 +
+               graph.index_select(0, ops.row_batch))  # (N, C)
+        col = self.lin_col(col_mean)  # (M, C)
+        slope = weight @ w  # (C,): x W^T = z slope + b0 W^T
+
+        out = z.new_empty(z.size(0), self.channels)  # (E, C)
+        block = _block_rows(z, self.channels)
+        buf = z.new_empty(2, min(block, max(1, z.size(0))), self.channels)
+        for start in range(0, z.size(0), block):
+            stop = min(start + block, z.size(0))
+            b, c = buf[0, :stop - start], buf[1, :stop - start]
+            zb = z[start:stop].unsqueeze(-1)  # (block, 1)
+            torch.index_select(row, 0, ops.row[start:stop], out=b)
+            torch.index_select(col, 0, ops.col[start:stop], out=c)
+            b.add_(c).addcmul_(zb, slope).relu_().add_(b0)
+            torch.addcmul(b, zb, w, out=out[start:stop])  # + z w
+        return out
+
 
 @register_layer('node')
 class NodeMessageLayer(RowColLayer):
@@ -209,7 +245,7 @@ def _entry_update(x_edge: Tensor, row: Tensor, col: Tensor, weight: Tensor,
     autograd, a few passes over memory instead of one per term. ``out`` may
     be ``x_edge`` itself."""
     num, channels = x_edge.shape
-    block = max(1, _BLOCK_BYTES // max(1, channels * x_edge.element_size()))
+    block = _block_rows(x_edge, channels)
     buf = x_edge.new_empty(2, min(block, num), channels)
     for start in range(0, num, block):
         stop = min(start + block, num)
@@ -221,5 +257,12 @@ def _entry_update(x_edge: Tensor, row: Tensor, col: Tensor, weight: Tensor,
         torch.add(x, b, out=out[start:stop])
 
 
-# Bytes of entry states per block of _entry_update: well inside L2.
+def _block_rows(like: Tensor, channels: int) -> int:
+    # On a GPU one block: there, launches cost more than memory passes.
+    if like.device.type != 'cpu':
+        return max(1, like.size(0))
+    return max(1, _BLOCK_BYTES // max(1, channels * like.element_size()))
+
+
+# Bytes of entry states per block on CPU: well inside a core's L2 cache.
 _BLOCK_BYTES = 1 << 19

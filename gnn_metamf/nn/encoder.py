@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.nn import Linear, ModuleList
 
-from .conv import RowColLayer, make_layer
+from .conv import ExchangeableLayer, RowColLayer, make_layer
 from .ops import BipartiteOps
 
 __all__ = ['Encoder']
@@ -79,13 +79,21 @@ class Encoder(torch.nn.Module):
 
     def forward(self, z: Tensor,
                 ops: BipartiteOps) -> tuple[Tensor, Tensor, Tensor]:
-        x_edge = self.embed(z.unsqueeze(-1))  # (E, C)
-        x_row = x_edge.new_zeros(ops.num_rows, self.hidden_channels)
-        x_col = x_edge.new_zeros(ops.num_cols, self.hidden_channels)
+        x_row = z.new_zeros(ops.num_rows, self.hidden_channels)
+        x_col = z.new_zeros(ops.num_cols, self.hidden_channels)
         # Without autograd the entry states are the encoder's own, and
         # layers that can may overwrite them: no new (E, C) tensor a layer.
         owned = not torch.is_grad_enabled()
-        for lay in self.layers:
+        layers = list(self.layers)
+        first = layers[0] if layers else None
+        if owned and not ops.reference and \
+                type(first).forward is ExchangeableLayer.forward:
+            # Fast path: embedding and first layer in one pass.
+            x_edge = first.forward_embedded(z, self.embed, ops)  # (E, C)
+            layers = layers[1:]
+        else:
+            x_edge = self.embed(z.unsqueeze(-1))  # (E, C)
+        for lay in layers:
             if owned and lay.supports_inplace:
                 x_row, x_col, x_edge = lay(x_row, x_col, x_edge, ops,
                                            inplace=True)

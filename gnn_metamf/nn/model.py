@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
+from torch.profiler import record_function
 
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .encoder import Encoder
@@ -108,7 +109,7 @@ class MetaMF(torch.nn.Module):
             :class:`~gnn_metamf.nn.encoder.Encoder`.
             (default: :obj:`'exchangeable'`)
         num_steps (int): Refinement steps; 0 predicts from the prior means.
-            (default: :obj:`5`)
+            (default: :obj:`3`)
         solver (str): ``'als'`` or ``'gd'``. (default: :obj:`'als'`)
         first_order (bool): First-order meta-gradient.
             (default: :obj:`False`)
@@ -133,7 +134,7 @@ class MetaMF(torch.nn.Module):
         hidden_channels: int = 64,
         num_layers: int = 4,
         layer: Any = 'exchangeable',
-        num_steps: int = 5,
+        num_steps: int = 3,
         solver: str = 'als',
         first_order: bool = False,
         checkpoint_steps: bool = False,
@@ -231,18 +232,28 @@ class MetaMF(torch.nn.Module):
             num_steps (int, optional): Overrides the number of refinement
                 steps. (default: :obj:`None`)
         """
-        ops = BipartiteOps.from_graph(graph, self.backend)
-        value = graph.edge_value.to(self.log_kappa.dtype)
-        scale = MatrixScale.fit(value, ops)
-        z = scale.normalize(value, ops.edge_batch)  # (E,)
+        # The record_function ranges name the stages in a torch.profiler
+        # trace (scripts/bench_adapt.py times them); free otherwise.
+        with record_function('metamf.index'):
+            ops = BipartiteOps.from_graph(graph, self.backend)
+        with record_function('metamf.normalize'):
+            value = graph.edge_value.to(self.log_kappa.dtype)
+            scale = MatrixScale.fit(value, ops)
+            z = scale.normalize(value, ops.edge_batch)  # (E,)
         start = None
         if self.prior == 'encoder':
-            h_row, h_col, h_graph = self.encoder(z, ops)
-            row_prior = self.row_prior(h_row, h_graph, ops.row_batch)
-            col_prior = self.col_prior(h_col, h_graph, ops.col_batch)
+            with record_function('metamf.encoder'):
+                h_row, h_col, h_graph = self.encoder(z, ops)
+            with record_function('metamf.priors'):
+                row_prior = self.row_prior(h_row, h_graph, ops.row_batch)
+                col_prior = self.col_prior(h_col, h_graph, ops.col_batch)
         else:
-            row_prior, col_prior, start = self._fixed_prior(ops, z.dtype)
-        P, Q = self.refine(z, ops, row_prior, col_prior, num_steps, start)
+            with record_function('metamf.priors'):
+                row_prior, col_prior, start = self._fixed_prior(ops,
+                                                                z.dtype)
+        with record_function('metamf.refine'):
+            P, Q = self.refine(z, ops, row_prior, col_prior, num_steps,
+                               start)
         return Factorization(P, Q, row_prior, col_prior, z, ops, scale)
 
     def _fixed_prior(self, ops: BipartiteOps, dtype: torch.dtype):
@@ -356,19 +367,23 @@ class MetaMF(torch.nn.Module):
         try:
             fact = self(graph, num_steps)
             fast = not fact.ops.reference
-            cov = self.refine.posterior_covariance(
-                fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
-                fact.col_prior, packed=fast)
-            # Fast path: per-row and per-column features whose dot products
-            # at the query pairs are the means and the variances.
-            features = ((_mean_features(fact),
-                         _variance_features(fact, cov)) if fast else None)
-            means, stds = [], []
-            for start in range(0, query_index.size(1), chunk_size):
-                index = query_index[:, start:start + chunk_size]
-                mean, std = self._predict_chunk(fact, cov, index, features)
-                means.append(mean)
-                stds.append(std)
+            with record_function('metamf.covariance'):
+                cov = self.refine.posterior_covariance(
+                    fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
+                    fact.col_prior, packed=fast)
+            with record_function('metamf.predict'):
+                # Fast path: per-row and per-column features whose dot
+                # products at the query pairs are the means and variances.
+                features = ((_mean_features(fact),
+                             _variance_features(fact, cov)) if fast
+                            else None)
+                means, stds = [], []
+                for start in range(0, query_index.size(1), chunk_size):
+                    index = query_index[:, start:start + chunk_size]
+                    mean, std = self._predict_chunk(fact, cov, index,
+                                                    features)
+                    means.append(mean)
+                    stds.append(std)
         finally:
             self.train(was_training)
         if not means:

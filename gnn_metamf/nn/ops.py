@@ -236,11 +236,15 @@ class PairDot:
     def __init__(self, index: Tensor, num_rows: int, num_cols: int):
         row, col = index[0], index[1]
         self.num_pairs = row.numel()
-        key = row * max(num_cols, 1) + col
-        self.perm = None if _is_sorted(key) else torch.argsort(key,
-                                                                stable=True)
-        self.col = _take(col, self.perm)  # (Q,)
-        counts = torch.bincount(_take(row, self.perm), minlength=num_rows)
+        key = row * max(num_cols, 1) + col  # (Q,)
+        # The sampled product answers each position of the pattern once:
+        # pairs are sorted and repeats merged, then mapped back.
+        self.inverse = None
+        if not _is_sorted(key, strict=True):
+            key, self.inverse = torch.unique(key, sorted=True,
+                                             return_inverse=True)
+        self.col = key % max(num_cols, 1)  # (U,)
+        counts = torch.bincount(key // max(num_cols, 1), minlength=num_rows)
         self.crow = torch.zeros(num_rows + 1, dtype=torch.long,
                                 device=row.device)
         self.crow[1:] = torch.cumsum(counts, 0)
@@ -255,14 +259,13 @@ class PairDot:
             with warnings.catch_warnings():
                 warnings.filterwarnings('ignore', message='Sparse CSR tensor')
                 self._pattern[x_row.dtype] = torch.sparse_csr_tensor(
-                    self.crow, self.col, x_row.new_zeros(self.num_pairs),
+                    self.crow, self.col, x_row.new_zeros(self.col.numel()),
                     self.shape, check_invariants=False)
         out = torch.sparse.sampled_addmm(
             self._pattern[x_row.dtype], x_row.contiguous(),
-            x_col.contiguous().t(), beta=0.0).values()  # (Q,), sorted
-        if self.perm is None:
-            return out
-        return torch.empty_like(out).index_copy_(0, self.perm, out)
+            x_col.contiguous().t(), beta=0.0).values()  # (U,), sorted
+        return out if self.inverse is None else out.index_select(
+            0, self.inverse)
 
 
 class _Compressed:
@@ -287,19 +290,26 @@ class _Compressed:
         # perm_pair sorts by (key, other), for the weighted (S, T) matrix;
         # perm by key with entry ids ascending in each group, for the
         # (S, E) incidence. None stands for the identity.
-        self.perm_pair = None
+        key_sorted = _is_sorted(key)
+        self.perm_pair = perm = None
         if other is not None:
-            pair = key * max(other_size, 1) + other
-            if not _is_sorted(pair):
-                self.perm_pair = torch.argsort(pair, stable=True)
+            if _is_sorted(other):
+                # A stable sort by key alone keeps `other` ascending within
+                # each group (the columns of a matrix stored row by row).
+                if not key_sorted:
+                    self.perm_pair = perm = _stable_argsort(key, size)
+            else:
+                pair = key * max(other_size, 1) + other
+                if not _is_sorted(pair):
+                    self.perm_pair = _stable_argsort(pair, size *
+                                                     max(other_size, 1))
             self.other = _take(other, self.perm_pair)  # (E,)
-        if _is_sorted(key):
-            perm = None
-        elif self.perm_pair is not None and _ascending_within(
-                self.perm_pair, key.index_select(0, self.perm_pair)):
-            perm = self.perm_pair
-        else:
-            perm = torch.argsort(key, stable=True)
+        if perm is None and not key_sorted:
+            if self.perm_pair is not None and _ascending_within(
+                    self.perm_pair, key.index_select(0, self.perm_pair)):
+                perm = self.perm_pair
+            else:
+                perm = _stable_argsort(key, size)
         self.perm = (torch.arange(self.num_entries, device=key.device)
                      if perm is None else perm)  # (E,)
         self._cache: dict = {}
@@ -343,8 +353,18 @@ class _Compressed:
         return matrix
 
 
-def _is_sorted(x: Tensor) -> bool:
-    return x.numel() < 2 or bool((x[1:] >= x[:-1]).all())
+def _is_sorted(x: Tensor, strict: bool = False) -> bool:
+    if x.numel() < 2:
+        return True
+    return bool((x[1:] > x[:-1] if strict else x[1:] >= x[:-1]).all())
+
+
+def _stable_argsort(key: Tensor, bound: int) -> Tensor:
+    r"""Stable argsort of non-negative ``key`` < ``bound``; 32-bit keys when
+    they fit, which sort about twice as fast."""
+    if bound < 2 ** 31:
+        key = key.to(torch.int32)
+    return torch.argsort(key, stable=True)
 
 
 def _ascending_within(perm: Tensor, group: Tensor) -> bool:

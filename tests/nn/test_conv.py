@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+import gnn_metamf.nn.conv as conv
 from gnn_metamf import MatrixGraph
 from gnn_metamf.nn import (
     LAYERS,
@@ -116,3 +117,43 @@ def test_custom_layer_plugs_into_model(graphs):
             assert lin.weight.grad.abs().sum() > 0
     finally:
         LAYERS.pop('row_max')
+
+
+@pytest.mark.parametrize('block', [64, 1 << 19])
+def test_exchangeable_fast_path_equals_autograd_path(graphs, block, device,
+                                                     monkeypatch):
+    r"""Without autograd the layer updates the entries in cache-sized
+    blocks (several here with a tiny block), optionally in place; the
+    results are those of the plain path that autograd uses."""
+    monkeypatch.setattr(conv, '_BLOCK_BYTES', block)
+    torch.manual_seed(0)
+    layer = ExchangeableLayer(CHANNELS).double().to(device)
+    batch = Batch.from_data_list(graphs).to(device)
+    ops = BipartiteOps.from_graph(batch)
+    x_row, x_col, x_edge = (t.double().to(device) for t in _states(batch))
+    expected = layer(x_row, x_col, x_edge, ops)
+    with torch.no_grad():
+        fast = layer(x_row, x_col, x_edge, ops)
+        copy = x_edge.clone()
+        inplace = layer(x_row, x_col, copy, ops, inplace=True)
+    for k in range(3):
+        torch.testing.assert_close(fast[k], expected[k].detach())
+    torch.testing.assert_close(inplace[2], expected[2].detach())
+    assert inplace[2] is copy  # Overwritten, as asked.
+
+
+def test_exchangeable_fused_embedding_equals_layer_of_embedding(graphs,
+                                                               device,
+                                                               monkeypatch):
+    monkeypatch.setattr(conv, '_BLOCK_BYTES', 64)
+    torch.manual_seed(0)
+    layer = ExchangeableLayer(CHANNELS).double().to(device)
+    embed = torch.nn.Linear(1, CHANNELS).double().to(device)
+    batch = Batch.from_data_list(graphs).to(device)
+    ops = BipartiteOps.from_graph(batch)
+    z = (batch.edge_value - 3).double()
+    zeros = (torch.zeros(n, CHANNELS, dtype=torch.float64, device=device)
+             for n in (batch.num_rows, batch.num_cols))
+    expected = layer(*zeros, embed(z.unsqueeze(-1)), ops)[2]
+    torch.testing.assert_close(layer.forward_embedded(z, embed, ops),
+                               expected.detach())

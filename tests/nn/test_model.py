@@ -115,11 +115,22 @@ def test_model_default_and_impute_keeps_mode(graphs):
     assert empty[0].shape == (0,)
 
 
-def test_model_sparse_equals_scatter_backend(graphs):
-    batch = Batch.from_data_list([_double(g) for g in graphs])
-    out = [_model(backend=b).impute(batch, batch.edge_label_index)
-           for b in ('sparse', 'scatter')]
-    torch.testing.assert_close(out[0], out[1])
+def test_model_sparse_equals_scatter_backend(graphs, device):
+    r"""The fast kernels (sparse backend: fused encoder, packed Gram
+    matrices and solves, pair products for means and variances) against
+    the reference ones, on queries in any order, repeated, in chunks."""
+    batch = Batch.from_data_list([_double(g) for g in graphs]).to(device)
+    query = batch.edge_label_index
+    perm = torch.randperm(query.size(1),
+                          generator=torch.Generator().manual_seed(0))
+    query = torch.cat([query[:, perm.to(device)], query[:, :5]], 1)
+    fast, ref = (_model(backend=b).to(device) for b in ('sparse',
+                                                        'scatter'))
+    torch.testing.assert_close(fast.impute(batch, query, chunk_size=7),
+                               ref.impute(batch, query, chunk_size=7))
+    torch.testing.assert_close(
+        fast.predictive_variance(fast(batch), query),
+        ref.predictive_variance(ref(batch), query))
 
 
 def test_model_errors_say_what_they_got(graphs):

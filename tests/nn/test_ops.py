@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+from gnn_metamf import MatrixGraph
 from gnn_metamf.nn import BipartiteOps
+from gnn_metamf.nn.ops import PairDot
 
 
 def _ops(batch, backend):
@@ -10,14 +12,17 @@ def _ops(batch, backend):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_ops_sparse_equals_scatter(graphs, dtype):
-    batch = Batch.from_data_list(graphs)
+def test_ops_sparse_equals_scatter(graphs, dtype, device):
+    batch = Batch.from_data_list(graphs).to(device)
     sparse, scatter = _ops(batch, 'sparse'), _ops(batch, 'scatter')
     gen = torch.Generator().manual_seed(0)
-    x_edge = torch.randn(batch.num_entries, 5, generator=gen, dtype=dtype)
-    x_row = torch.randn(batch.num_rows, 5, generator=gen, dtype=dtype)
-    x_col = torch.randn(batch.num_cols, 5, generator=gen, dtype=dtype)
-    w = torch.randn(batch.num_entries, generator=gen, dtype=dtype)
+    x_edge = torch.randn(batch.num_entries, 5, generator=gen,
+                         dtype=dtype).to(device)
+    x_row = torch.randn(batch.num_rows, 5, generator=gen,
+                        dtype=dtype).to(device)
+    x_col = torch.randn(batch.num_cols, 5, generator=gen,
+                        dtype=dtype).to(device)
+    w = torch.randn(batch.num_entries, generator=gen, dtype=dtype).to(device)
     for name in ('row_sum', 'col_sum', 'graph_sum', 'row_mean', 'col_mean',
                  'graph_mean'):
         torch.testing.assert_close(getattr(sparse, name)(x_edge),
@@ -64,3 +69,88 @@ def test_ops_statistics_per_matrix(graphs):
 def test_ops_rejects_unknown_backend(graphs):
     with pytest.raises(ValueError, match="got 'dense'"):
         _ops(graphs[0], 'dense')
+
+
+def _orders(graph):
+    r"""The same matrix with its entries row by row (as given), column by
+    column, and shuffled: the sparse backend sorts only what it must."""
+    row, col = graph.edge_index
+    by_col = torch.argsort(col * graph.num_rows + row)
+    shuffled = torch.randperm(graph.num_entries,
+                              generator=torch.Generator().manual_seed(0))
+    return {name: MatrixGraph(graph.edge_index[:, perm],
+                              graph.edge_value[perm], graph.num_rows,
+                              graph.num_cols)
+            for name, perm in (('row-major', torch.arange(row.numel())),
+                               ('col-major', by_col),
+                               ('shuffled', shuffled))}
+
+
+@pytest.mark.parametrize('order', ['row-major', 'col-major', 'shuffled'])
+def test_ops_sparse_equals_scatter_in_any_entry_order(graphs, order):
+    graph = _orders(graphs[2])[order]
+    sparse, scatter = _ops(graph, 'sparse'), _ops(graph, 'scatter')
+    gen = torch.Generator().manual_seed(1)
+    x_edge = torch.randn(graph.num_entries, 3, generator=gen,
+                         dtype=torch.float64)
+    x_col = torch.randn(graph.num_cols, 3, generator=gen,
+                        dtype=torch.float64)
+    x_row = torch.randn(graph.num_rows, 3, generator=gen,
+                        dtype=torch.float64)
+    w = graph.edge_value.double()
+    for name in ('row_sum', 'col_sum', 'graph_sum'):
+        torch.testing.assert_close(getattr(sparse, name)(x_edge),
+                                   getattr(scatter, name)(x_edge))
+    torch.testing.assert_close(sparse.rows_from_cols(x_col, w),
+                               scatter.rows_from_cols(x_col, w))
+    torch.testing.assert_close(sparse.cols_from_rows(x_row, w),
+                               scatter.cols_from_rows(x_row, w))
+    torch.testing.assert_close(sparse.row_degree, scatter.row_degree)
+    torch.testing.assert_close(sparse.col_degree, scatter.col_degree)
+
+
+def test_ops_gathers_and_pool_equal_scatter_with_gradients(graphs, device):
+    batch = Batch.from_data_list(graphs).to(device)
+    out = []
+    for backend in ('sparse', 'scatter'):
+        ops = _ops(batch, backend)
+        gen = torch.Generator().manual_seed(2)
+        x_row, x_col, x_graph, x_edge = (
+            torch.randn(n, 4, generator=gen, dtype=torch.float64).to(
+                device).requires_grad_()
+            for n in (batch.num_rows, batch.num_cols, batch.num_matrices,
+                      batch.num_entries))
+        gathered = (ops.gather_row(x_row), ops.gather_col(x_col),
+                    ops.gather_graph(x_graph))
+        pooled = ops.pool(x_edge)
+        loss = sum((t.sin() * (k + 1)).sum()
+                   for k, t in enumerate(gathered + pooled))
+        loss.backward()
+        out.append(gathered + pooled +
+                   tuple(t.grad for t in (x_row, x_col, x_graph, x_edge)))
+    torch.testing.assert_close(out[0], out[1])
+    # The means of pool() are those of the separate methods.
+    ops = _ops(batch, 'sparse')
+    x = torch.randn(batch.num_entries, 2, dtype=torch.float64).to(device)
+    for mean, name in zip(ops.pool(x), ('row_mean', 'col_mean',
+                                        'graph_mean')):
+        torch.testing.assert_close(mean, getattr(ops, name)(x))
+
+
+@pytest.mark.parametrize('order', ['sorted', 'shuffled', 'repeated'])
+def test_ops_pair_dot_equals_gathered_dot(order, device):
+    gen = torch.Generator().manual_seed(3)
+    row = torch.randint(7, (40,), generator=gen)
+    col = torch.randint(5, (40,), generator=gen)
+    if order == 'sorted':
+        keep = torch.unique(row * 5 + col)
+        row, col = keep // 5, keep % 5
+    elif order == 'repeated':  # A pair asked twice is answered twice.
+        row, col = torch.cat([row, row[:6]]), torch.cat([col, col[:6]])
+    index = torch.stack([row, col]).to(device)
+    F = torch.randn(7, 6, generator=gen, dtype=torch.float64).to(device)
+    G = torch.randn(5, 6, generator=gen, dtype=torch.float64).to(device)
+    expected = (F[index[0]] * G[index[1]]).sum(-1)
+    torch.testing.assert_close(PairDot(index, 7, 5)(F, G), expected)
+    empty = torch.zeros(2, 0, dtype=torch.long, device=device)
+    assert PairDot(empty, 7, 5)(F, G).shape == (0,)
