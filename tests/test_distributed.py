@@ -1,5 +1,7 @@
 r"""Two CPU processes on the gloo backend take the same step as one process
 that sees both processes' tasks."""
+import time
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -24,7 +26,16 @@ def _worker(rank, world_size, init_file, out_dir):
 
 @pytest.mark.slow
 def test_distributed_two_processes_equal_one_with_both_batches(tmp_path):
-    mp.spawn(_worker, args=(2, tmp_path / 'init', tmp_path), nprocs=2)
+    # A worker stuck in a collective would hang the suite: fail instead.
+    context = mp.start_processes(_worker, args=(2, tmp_path / 'init',
+                                                tmp_path),
+                                 nprocs=2, join=False, start_method='spawn')
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail('the two gloo workers did not finish in 120 s')
     states = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True)
               for r in range(2)]
 
