@@ -1,7 +1,7 @@
 """``python -m gnn_metamf``: the ``gnn-metamf`` command line."""
 import sys
 
-from .cli import main
+from .cli import console
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(console())

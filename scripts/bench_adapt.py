@@ -19,8 +19,15 @@ in one process and on the same tensors, it times
   scikit-surprise``), fitted and predicting.
 
 Each time is the median of ``--repeats`` runs (fewer when a run exceeds
-``--budget`` seconds). It also reports the peak resident memory of each
-measurement (VmHWM, reset before it), the RMSE of every method on the real
+``--budget`` seconds). MetaMF runs at every thread count of ``--threads``
+(default: one thread and every core), the baselines at those of
+``--baseline-threads`` (default: one; scikit-surprise is single-threaded
+whatever the setting), and each ratio compares runs at the same count.
+By default the process keeps freed memory for reuse
+(:func:`gnn_metamf.memory.keep_freed_memory`, as the command line does).
+It also reports the peak resident memory of each measurement (VmHWM,
+reset before it; with freed memory kept, the high-water mark of the
+process so far, an upper bound), the RMSE of every method on the real
 splits (MetaMF's only with ``--checkpoint``: untrained, its RMSE means
 nothing), MetaMF's time per stage (timers around its parts) beside a
 floor per stage (the bare gathers, sums and sparse products that the
@@ -52,6 +59,7 @@ from tqdm import tqdm
 from gnn_metamf import MatrixGraph
 from gnn_metamf.baselines import make_baseline
 from gnn_metamf.datasets import DatasetNotFoundError, load_dataset
+from gnn_metamf.memory import keep_freed_memory
 from gnn_metamf.nn import BipartiteOps, MetaMF
 from gnn_metamf.nn.normalize import MatrixScale
 
@@ -64,7 +72,9 @@ GIB = 1 << 30
 
 def main() -> int:
     args = _parse()
-    torch.set_num_threads(args.threads)
+    # Before any large allocation: later tensors reuse freed pages.
+    kept = keep_freed_memory() if args.keep_freed_memory else False
+    torch.set_num_threads(args.threads[0])
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,11 +84,13 @@ def main() -> int:
         model.refine.num_steps = args.num_steps
     config = {**vars(args), 'torch': torch.__version__,
               'cpu': _cpu_name(), 'platform': platform.platform(),
-              'load_before': os.getloadavg(),
+              'load_before': os.getloadavg(), 'kept_freed_memory': kept,
               'model': model.config}
     which = (f'checkpoint {args.checkpoint}' if args.checkpoint else
              'untrained MetaMF()')
-    _say(f'config    threads {args.threads}  device {device}  '
+    _say(f'config    threads {" ".join(map(str, args.threads))}  '
+         f'baselines at {" ".join(map(str, args.baseline_threads))}  '
+         f'device {device}  '
          f'load {_load()}  model {which}')
 
     bandwidth = _copy_bandwidth(device, args.copy_mib)
@@ -95,27 +107,38 @@ def main() -> int:
                             disable=not args.progress):
         graph = graph.to(device)
         query = graph.edge_label_index
+        counts = sorted(set(args.threads) | set(args.baseline_threads))
         results = {}
-        for method in args.methods:
-            if not _wanted(method, graph.num_entries, args):
-                continue
-            result = _measure(method, model, graph, query, args, device)
-            if result is None:
-                continue
-            results[method] = result
-        base = results.get('metamf')
-        for method, res in results.items():
-            row = _row(name, graph, method, res, base, bandwidth,
+        for threads in counts:
+            torch.set_num_threads(threads)
+            for method in args.methods:
+                wanted = (args.threads if method == 'metamf'
+                          else args.baseline_threads)
+                if threads not in wanted or \
+                        not _wanted(method, graph.num_entries, args):
+                    continue
+                result = _measure(method, model, graph, query, args,
+                                  device)
+                if result is not None:
+                    results[method, threads] = result
+        for (method, threads), res in results.items():
+            row = _row(name, graph, method, threads, res,
+                       results.get(('metamf', threads)), bandwidth,
                        labelled=graph.get('edge_label') is not None,
                        trained=bool(args.checkpoint))
             rows.append(row)
             _say(_format(row))
-        if 'metamf' in results and args.stages and \
-                graph.num_entries <= args.stages_max_entries:
+        for threads in args.threads:
+            if ('metamf', threads) not in results or not args.stages or \
+                    graph.num_entries > args.stages_max_entries:
+                continue
+            torch.set_num_threads(threads)
             for row in _stages(model, graph, query, args, device):
-                row = {'matrix': name, 'entries': graph.num_entries, **row}
+                row = {'matrix': name, 'entries': graph.num_entries,
+                       'threads': threads, **row}
                 stage_rows.append(row)
                 _say(_format_stage(row))
+        torch.set_num_threads(args.threads[0])
         del graph, query, results
     config['load_after'] = os.getloadavg()
 
@@ -171,7 +194,18 @@ def _parse() -> argparse.Namespace:
     parser.add_argument('--stages', action=argparse.BooleanOptionalAction,
                         default=True, help='MetaMF time per stage + floors')
     parser.add_argument('--stages-max-entries', type=float, default=1e7)
-    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--threads', type=int, nargs='+',
+                        default=sorted({1, len(os.sched_getaffinity(0))}),
+                        help="MetaMF's thread counts (default: 1 and the "
+                             "cores this process may use: %(default)s)")
+    parser.add_argument('--baseline-threads', type=int, nargs='+',
+                        default=[1], help="the baselines' thread counts")
+    parser.add_argument('--keep-freed-memory',
+                        action=argparse.BooleanOptionalAction, default=True,
+                        help='let glibc keep freed memory for reuse, as the '
+                             'command line does (gnn_metamf.memory); peak '
+                             'RSS is then the high-water mark of the '
+                             'process so far, an upper bound')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--copy-mib', type=int, default=512)
     parser.add_argument('--seed', type=int, default=0)
@@ -314,7 +348,8 @@ def _measure(method, model, graph, query, args, device):
             'peak': _peak(device)}
 
 
-def _row(name, graph, method, res, base, bandwidth, labelled, trained):
+def _row(name, graph, method, threads, res, base, bandwidth, labelled,
+         trained):
     times = res['times']
     median = statistics.median(times)
     entries = graph.num_entries
@@ -326,7 +361,8 @@ def _row(name, graph, method, res, base, bandwidth, labelled, trained):
     return {
         'matrix': name, 'entries': entries, 'rows': graph.num_rows,
         'cols': graph.num_cols, 'queries': int(graph.edge_label_index.size(1)),
-        'method': method, 'reps': len(times), 'median_s': median,
+        'method': method, 'threads': threads, 'reps': len(times),
+        'median_s': median,
         'min_s': min(times), 'per_entry_us': 1e6 * median / entries,
         'entries_per_s': entries / median,
         'x_metamf': median / base_median if base_median else None,
@@ -579,7 +615,8 @@ def _fmt(value, spec: str) -> str:
 
 def _format(row: dict) -> str:
     return (f"adapt     {row['matrix']:<18} {row['entries']:>9}  "
-            f"{row['method']:<13} reps {row['reps']}  median "
+            f"{row['method']:<13} threads {row['threads']}  reps "
+            f"{row['reps']}  median "
             f"{row['median_s']:9.4f} s  {row['per_entry_us']:7.3f} us/entry"
             f"  x_metamf {_fmt(row['x_metamf'], '7.2f')}  rmse "
             f"{_fmt(row['rmse'], '.4f')}  peak {row['peak_rss_gib']:.2f} GiB"
@@ -587,7 +624,8 @@ def _format(row: dict) -> str:
 
 
 def _format_stage(row: dict) -> str:
-    return (f"stage     {row['matrix']:<18} {row['stage']:<11} "
+    return (f"stage     {row['matrix']:<18} threads {row['threads']}  "
+            f"{row['stage']:<11} "
             f"{_fmt(row['time_ms'], '9.2f')} ms  floor "
             f"{_fmt(row['floor_ms'], '8.2f')} ms  x_floor "
             f"{_fmt(row['x_floor'], '6.1f')}")
@@ -603,52 +641,63 @@ def _write_csv(path: Path, rows: list[dict]):
 
 
 def _targets(rows: list[dict]) -> list[str]:
+    r"""The issue's targets, once per MetaMF thread count. scikit-surprise
+    is single-threaded, so its time is the same at any setting."""
     out = []
-    by = {(r['matrix'], r['method']): r for r in rows}
-    for name, _ in REAL:
-        matrix = next((m for m, meth in by if m.startswith(name)), None)
-        svd = by.get((matrix, 'surprise_svd'))
-        meta = by.get((matrix, 'metamf'))
-        if svd and meta:
-            ratio = svd['median_s'] / meta['median_s']
-            out.append(f'{matrix}: surprise SVD fit / MetaMF impute = '
-                       f'{ratio:.1f}x (target >= 5x): '
-                       f'{"met" if ratio >= 5 else "missed"}')
-    synth = sorted((r for r in rows if r['method'] == 'metamf' and
-                    r['matrix'].startswith('synthetic')),
-                   key=lambda r: r['entries'])
-    if len(synth) > 1:
-        costs = [r['per_entry_us'] for r in synth]
-        spread = max(costs) / min(costs)
-        out.append(f'per-entry cost {_si(synth[0]["entries"])}..'
-                   f'{_si(synth[-1]["entries"])} entries: '
-                   f'{min(costs):.3f}..{max(costs):.3f} us, spread '
-                   f'{spread:.2f}x (target <= 2x): '
-                   f'{"met" if spread <= 2 else "missed"}')
-    for r in synth:
-        if r['entries'] >= 9.5e6:
-            out.append(f'{r["entries"]} entries: peak RSS '
-                       f'{r["peak_rss_gib"]:.2f} GiB (target <= 16 GiB): '
-                       f'{"met" if r["peak_rss_gib"] <= 16 else "missed"}')
+    svd = {r['matrix']: r for r in rows if r['method'] == 'surprise_svd'}
+    for threads in sorted({r['threads'] for r in rows
+                           if r['method'] == 'metamf'}):
+        meta = {r['matrix']: r for r in rows
+                if r['method'] == 'metamf' and r['threads'] == threads}
+        at = f'MetaMF at {threads} thread(s)'
+        for name, _ in REAL:
+            matrix = next((m for m in meta if m.startswith(name)), None)
+            if matrix in svd:
+                ratio = svd[matrix]['median_s'] / meta[matrix]['median_s']
+                out.append(f'{matrix}, {at}: surprise SVD fit / MetaMF '
+                           f'impute = {ratio:.1f}x (target >= 5x): '
+                           f'{"met" if ratio >= 5 else "missed"}')
+        synth = sorted((r for m, r in meta.items()
+                        if m.startswith('synthetic')),
+                       key=lambda r: r['entries'])
+        if len(synth) > 1:
+            costs = [r['per_entry_us'] for r in synth]
+            spread = max(costs) / min(costs)
+            out.append(f'{at}: per-entry cost {_si(synth[0]["entries"])}..'
+                       f'{_si(synth[-1]["entries"])} entries: '
+                       f'{min(costs):.3f}..{max(costs):.3f} us, spread '
+                       f'{spread:.2f}x (target <= 2x): '
+                       f'{"met" if spread <= 2 else "missed"}')
+        for r in synth:
+            if r['entries'] >= 9.5e6:
+                out.append(f'{at}: {r["entries"]} entries: peak RSS '
+                           f'{r["peak_rss_gib"]:.2f} GiB (target <= 16 '
+                           f'GiB): '
+                           f'{"met" if r["peak_rss_gib"] <= 16 else "missed"}')
     return out
 
 
 def _markdown(rows, stage_rows, targets, config, bandwidth) -> str:
     lines = ['# Adaptation speed', '',
-             f"CPU {config['cpu']}, {config['threads']} thread(s), device "
+             f"CPU {config['cpu']}; MetaMF at "
+             f"{', '.join(map(str, config['threads']))} thread(s), "
+             f"baselines at "
+             f"{', '.join(map(str, config['baseline_threads']))}; device "
              f"{config['device']}, torch {config['torch']}; load average "
              f"{config['load_before'][0]:.2f} before, "
-             f"{config['load_after'][0]:.2f} after; copy bandwidth "
+             f"{config['load_after'][0]:.2f} after; freed memory kept "
+             f"for reuse: {'yes' if config['kept_freed_memory'] else 'no'}"
+             f"; copy bandwidth "
              f"{bandwidth / 1e9:.1f} GB/s. Model: "
              f"{config['checkpoint'] or 'untrained MetaMF()'}. Medians "
              f"of up to {config['repeats']} runs.", '',
-             '| matrix | entries | method | reps | median s | us/entry | '
-             'x MetaMF | RMSE | peak RSS GiB |',
-             '|---|---:|---|---:|---:|---:|---:|---:|---:|']
+             '| matrix | entries | method | threads | reps | median s | '
+             'us/entry | x MetaMF | RMSE | peak RSS GiB |',
+             '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         lines.append(
             f"| {r['matrix']} | {r['entries']} | {r['method']} | "
-            f"{r['reps']} | {r['median_s']:.4f} | "
+            f"{r['threads']} | {r['reps']} | {r['median_s']:.4f} | "
             f"{r['per_entry_us']:.3f} | {_fmt(r['x_metamf'], '.2f')} | "
             f"{_fmt(r['rmse'], '.4f')} | {r['peak_rss_gib']:.2f} |")
     lines += ['', '## Targets', ''] + [f'- {t}' for t in targets]
@@ -658,11 +707,11 @@ def _markdown(rows, stage_rows, targets, config, bandwidth) -> str:
                   '(predict: the rest); a floor is the time of the '
                   'bare gathers, sums and sparse products the stage must '
                   'do (dense matmuls and Cholesky solves excluded).', '',
-                  '| matrix | stage | ms | floor ms | x floor | floor '
-                  'counts |', '|---|---|---:|---:|---:|---|']
+                  '| matrix | threads | stage | ms | floor ms | x floor | '
+                  'floor counts |', '|---|---:|---|---:|---:|---:|---|']
         for r in stage_rows:
             lines.append(
-                f"| {r['matrix']} | {r['stage']} | "
+                f"| {r['matrix']} | {r['threads']} | {r['stage']} | "
                 f"{_fmt(r['time_ms'], '.2f')} | "
                 f"{_fmt(r['floor_ms'], '.2f')} | "
                 f"{_fmt(r['x_floor'], '.1f')} | {r['floor']} |")

@@ -14,10 +14,11 @@ from typing import Optional, Sequence
 from .. import __version__
 from ..checkpoint import CheckpointError
 from ..datasets import DatasetNotFoundError
+from ..memory import keep_freed_memory
 from . import evaluate, impute, train
 from .common import PROG, CLIError, Formatter, Parser
 
-__all__ = ['main', 'build_parser']
+__all__ = ['main', 'console', 'build_parser']
 
 # Errors that come from what the user gave (arguments, files, data), as
 # opposed to bugs: CheckpointError is a ValueError and
@@ -74,3 +75,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = ' '.join(str(error).split()) or type(error).__name__
         print(f'{PROG}: error: {message}', file=sys.stderr)
         return 2
+
+
+def console() -> int:
+    r"""The ``gnn-metamf`` program: :func:`main` on ``sys.argv``, in a
+    process that keeps freed memory for reuse
+    (:func:`~gnn_metamf.memory.keep_freed_memory`; large matrices impute
+    faster). Calling :func:`main` from Python leaves the allocator alone."""
+    keep_freed_memory()
+    return main()

@@ -46,6 +46,9 @@ class Factorization:
     z: Tensor
     ops: BipartiteOps
     scale: MatrixScale
+    #: Column Gram matrices of the last refinement step (detached), which
+    #: the Laplace covariances reuse; ``None`` after zero steps.
+    col_gram: Optional[Tensor] = None
 
     @property
     def U(self) -> Tensor:
@@ -252,9 +255,13 @@ class MetaMF(torch.nn.Module):
                 row_prior, col_prior, start = self._fixed_prior(ops,
                                                                 z.dtype)
         with record_function('metamf.refine'):
-            P, Q = self.refine(z, ops, row_prior, col_prior, num_steps,
-                               start)
-        return Factorization(P, Q, row_prior, col_prior, z, ops, scale)
+            P, Q, col_gram = self.refine(z, ops, row_prior, col_prior,
+                                         num_steps, start,
+                                         return_col_gram=True)
+        if col_gram is not None:
+            col_gram = col_gram.detach()
+        return Factorization(P, Q, row_prior, col_prior, z, ops, scale,
+                             col_gram)
 
     def _fixed_prior(self, ops: BipartiteOps, dtype: torch.dtype):
         precision = F.softplus(self.fixed_precision).to(dtype) + 1e-3
@@ -284,9 +291,7 @@ class MetaMF(torch.nn.Module):
         with torch.no_grad():
             fast = not fact.ops.reference
             if cov is None:
-                cov = self.refine.posterior_covariance(
-                    fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
-                    fact.col_prior, packed=fast)
+                cov = self.covariances(fact, index)
             if fast:
                 pairs = PairDot(index, fact.P.size(0), fact.Q.size(0))
                 param_var = pairs(*_variance_features(fact, cov))  # (Q,)
@@ -296,6 +301,27 @@ class MetaMF(torch.nn.Module):
                 param_var = (_quad(cov[0][index[0]], a_col) +
                              _quad(cov[1][index[1]], a_row))  # (Q,)
         return self._calibrate(param_var)
+
+    @torch.no_grad()
+    def covariances(self, fact: Factorization,
+                    index: Optional[Tensor] = None
+                    ) -> tuple[Tensor, Tensor]:
+        r"""Laplace covariances of the refined row and column factors (see
+        :meth:`MAPRefinement.posterior_covariance`), packed ``(N, P)`` and
+        ``(M, P)`` with the fast backend, ``(N, K+1, K+1)`` and
+        ``(M, K+1, K+1)`` with the reference one. With ``index`` (2, Q),
+        only the rows and columns of those pairs get theirs; the others are
+        left at zero (a saving when the queries touch few of them)."""
+        rows = cols = None
+        if index is not None:
+            rows = _touched(index[0], fact.P.size(0))
+            cols = _touched(index[1], fact.Q.size(0))
+        cov = self.refine.posterior_covariance(
+            fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
+            fact.col_prior, packed=not fact.ops.reference,
+            col_gram=fact.col_gram, rows=rows, cols=cols)
+        return (_spread(cov[0], rows, fact.P.size(0)),
+                _spread(cov[1], cols, fact.Q.size(0)))
 
     def _calibrate(self, param_var: Tensor) -> Tensor:
         return self.log_obs_var.exp() + self.log_kappa.exp() * param_var
@@ -368,9 +394,7 @@ class MetaMF(torch.nn.Module):
             fact = self(graph, num_steps)
             fast = not fact.ops.reference
             with record_function('metamf.covariance'):
-                cov = self.refine.posterior_covariance(
-                    fact.P, fact.Q, fact.z, fact.ops, fact.row_prior,
-                    fact.col_prior, packed=fast)
+                cov = self.covariances(fact, query_index)
             with record_function('metamf.predict'):
                 # Fast path: per-row and per-column features whose dot
                 # products at the query pairs are the means and variances.
@@ -435,13 +459,37 @@ def _variance_features(fact: Factorization,
     twice, with the packed outer product :math:`a a^\top`."""
     k1 = fact.P.size(1)
     i, j = packed_index(k1, fact.P.device)[:2]
+    num = i.numel()
     twice = torch.where(i == j, 1.0, 2.0).to(fact.P.dtype)  # (P,)
-    outer = []
-    for X in (fact.P, fact.Q):
+    out = []
+    # Written into one buffer per side: no (nodes, 2P) concatenation.
+    for X, c, (at_cov, at_outer) in ((fact.P, cov[0], (0, num)),
+                                     (fact.Q, cov[1], (num, 0))):
         a = design(X)[0]  # (nodes, K + 1)
-        outer.append(a.index_select(1, i) * a.index_select(1, j))
-    return (torch.cat([cov[0] * twice, outer[0]], -1),
-            torch.cat([outer[1], cov[1] * twice], -1))
+        feat = X.new_empty(X.size(0), 2 * num)
+        torch.mul(c, twice, out=feat[:, at_cov:at_cov + num])
+        torch.mul(a.index_select(1, i), a.index_select(1, j),
+                  out=feat[:, at_outer:at_outer + num])
+        out.append(feat)
+    return out[0], out[1]
+
+
+def _touched(ids: Tensor, num: int) -> Optional[Tensor]:
+    r"""The sorted distinct values of ``ids`` (< ``num``), or ``None`` when
+    that is every one of ``0 .. num - 1``."""
+    mask = torch.zeros(num, dtype=torch.bool, device=ids.device)
+    mask[ids] = True
+    found = mask.nonzero().squeeze(1)
+    return None if found.numel() == num else found
+
+
+def _spread(values: Tensor, ids: Optional[Tensor], num: int) -> Tensor:
+    r"""``values`` of the nodes ``ids`` placed in a zero tensor of ``num``
+    nodes (``values`` itself when ``ids`` is ``None``)."""
+    if ids is None:
+        return values
+    out = values.new_zeros((num,) + values.shape[1:])
+    return out.index_copy_(0, ids, values)
 
 
 def _quad(cov: Tensor, a: Tensor) -> Tensor:

@@ -219,11 +219,13 @@ def _not_positive_definite(bad: int, total: int):
 # P = n (n + 1) / 2: packed row i of the upper triangle (entries
 # (i, i..n-1)) is column i of the lower one, and so holds column i of the
 # Cholesky factor L after factorisation. On CPU the blocks are sized to
-# stay in cache, and below _LAPACK_BELOW systems, where the loops' fixed
-# cost dominates, LAPACK is used after all; on a GPU one block holds every
-# system.
+# stay in cache (the inverse, whose working set per system is n times
+# larger, takes smaller ones; sizes measured on a 2 MiB L2), and below
+# _LAPACK_BELOW systems, where the loops' fixed cost dominates, LAPACK is
+# used after all; on a GPU one block holds every system.
 
-_SYSTEMS_PER_BLOCK = 4096
+_SYSTEMS_PER_BLOCK = 8192
+_SYSTEMS_PER_INVERSE_BLOCK = 4096
 _LAPACK_BELOW = 1024
 
 Blocks = list[tuple[int, int, Tensor, Tensor]]  # (start, stop, L, 1/diag)
@@ -236,12 +238,14 @@ def _row_starts(n: int) -> list[int]:
     return starts
 
 
-def _spans(num: int, device: torch.device) -> list[tuple[int, int]]:
-    step = _SYSTEMS_PER_BLOCK if device.type == 'cpu' else max(num, 1)
+def _spans(num: int, device: torch.device,
+           block: int) -> list[tuple[int, int]]:
+    step = block if device.type == 'cpu' else max(num, 1)
     return [(s, min(s + step, num)) for s in range(0, num, step)]
 
 
-def _factor(packed: Tensor, diag: Tensor) -> Blocks:
+def _factor(packed: Tensor, diag: Tensor,
+            block: Optional[int] = None) -> Blocks:
     r"""Cholesky factors of the systems ``packed`` (S, P) (packed upper
     triangles, in the order of :func:`packed_index`) plus ``diag(diag)``
     (S, n), block by block.
@@ -253,7 +257,8 @@ def _factor(packed: Tensor, diag: Tensor) -> Blocks:
     starts = _row_starts(n)
     on_diagonal = packed_index(n, packed.device)[3]  # (n,)
     blocks, bad = [], 0
-    for start, stop in _spans(packed.size(0), packed.device):
+    block = _SYSTEMS_PER_BLOCK if block is None else block
+    for start, stop in _spans(packed.size(0), packed.device, block):
         L = packed[start:stop].t().contiguous()  # (P, b)
         L.index_add_(0, on_diagonal, diag[start:stop].t())
         inv = torch.empty_like(L[:n])  # (n, b)
@@ -384,7 +389,8 @@ def packed_spd_inverse(packed: Tensor, diag: Tensor) -> Tensor:
             cov = torch.cholesky_inverse(_lapack_factor(packed, diag))
             return cov.reshape(-1, n * n).index_select(1, i * n + j)
         out = packed.new_empty(packed.shape)
-        for start, stop, L, inv in _factor(packed, diag):
+        for start, stop, L, inv in _factor(packed, diag,
+                                           _SYSTEMS_PER_INVERSE_BLOCK):
             # Forward substitution on the identity: row j of L^{-1} is
             # zero right of column j, so only columns <= j are updated.
             x = torch.eye(n, dtype=L.dtype, device=L.device).unsqueeze(
@@ -479,34 +485,49 @@ class MAPRefinement(torch.nn.Module):
                 col_prior: Prior,
                 num_steps: Optional[int] = None,
                 start: Optional[tuple[Tensor, Tensor]] = None,
-                ) -> tuple[Tensor, Tensor]:
+                return_col_gram: bool = False,
+                ) -> tuple[Tensor, ...]:
+        r"""Runs the steps from the prior means (or from ``start``).
+
+        With ``return_col_gram``, also returns the column Gram matrices
+        :math:`G_j` of the last step, which were aggregated from the final
+        row factors and so are the ones
+        :meth:`posterior_covariance` needs (``col_gram=``): packed (M, P)
+        with the fast backend, (M, K+1, K+1) with the reference one, and
+        ``None`` after zero steps."""
         num_steps = self.num_steps if num_steps is None else num_steps
         # Start at the prior means unless told otherwise.
         P, Q = start if start is not None else (row_prior[0], col_prior[0])
+        col_gram = None
         for t in range(num_steps):
             if self.checkpoint_steps and torch.is_grad_enabled():
-                P, Q = checkpoint(self._step, t, P, Q, z, ops, row_prior,
-                                  col_prior, use_reentrant=False)
+                P, Q, col_gram = checkpoint(
+                    self._step, t, P, Q, z, ops, row_prior, col_prior,
+                    use_reentrant=False)
             else:
-                P, Q = self._step(t, P, Q, z, ops, row_prior, col_prior)
+                P, Q, col_gram = self._step(t, P, Q, z, ops, row_prior,
+                                            col_prior)
+        if return_col_gram:
+            return P, Q, col_gram
         return P, Q
 
     def _step(self, t: int, P: Tensor, Q: Tensor, z: Tensor,
               ops: BipartiteOps, row_prior: Prior,
-              col_prior: Prior) -> tuple[Tensor, Tensor]:
+              col_prior: Prior) -> tuple[Tensor, Tensor, Tensor]:
         fixed = Q.detach() if self.first_order else Q
-        P_next = self._update(P, fixed, z, ops.rows_from_cols, row_prior,
-                              self.damping(t, 0, ops.row_degree),
-                              ops.reference)
+        P_next, _ = self._update(P, fixed, z, ops.rows_from_cols, row_prior,
+                                 self.damping(t, 0, ops.row_degree),
+                                 ops.reference)
         fixed = P_next.detach() if self.first_order else P_next
-        Q_next = self._update(Q, fixed, z, ops.cols_from_rows, col_prior,
-                              self.damping(t, 1, ops.col_degree),
-                              ops.reference)
-        return P_next, Q_next
+        Q_next, col_gram = self._update(Q, fixed, z, ops.cols_from_rows,
+                                        col_prior,
+                                        self.damping(t, 1, ops.col_degree),
+                                        ops.reference)
+        return P_next, Q_next, col_gram
 
     def _update(self, X: Tensor, other: Tensor, z: Tensor,
                 aggregate: Callable, prior: Prior, alpha: Tensor,
-                reference: bool) -> Tensor:
+                reference: bool) -> tuple[Tensor, Tensor]:
         mean, precision = prior  # (S, K + 1) each
         k1 = X.size(1)
         gram, rhs = side_statistics(other, z, aggregate,
@@ -521,17 +542,20 @@ class MAPRefinement(torch.nn.Module):
             step = torch.cholesky_solve(target, _cholesky(system))
             step = step.squeeze(-1) - X
         else:
-            if not reference:
-                gram = unpack_symmetric(gram, k1)  # (S, K+1, K+1)
+            full = gram if reference else unpack_symmetric(gram, k1)
             grad = (ridge * (X - mean) +
-                    (gram @ X.unsqueeze(-1)).squeeze(-1) - rhs)
-            curvature = ridge + torch.diagonal(gram, dim1=-2, dim2=-1)
+                    (full @ X.unsqueeze(-1)).squeeze(-1) - rhs)
+            curvature = ridge + torch.diagonal(full, dim1=-2, dim2=-1)
             step = -grad / curvature
-        return X + alpha * step  # (S, K + 1), a new tensor: no in-place
+        # A new tensor (no in-place), and G as aggregated.
+        return X + alpha * step, gram
 
     def posterior_covariance(self, P: Tensor, Q: Tensor, z: Tensor,
                              ops: BipartiteOps, row_prior: Prior,
-                             col_prior: Prior, packed: bool = False
+                             col_prior: Prior, packed: bool = False,
+                             col_gram: Optional[Tensor] = None,
+                             rows: Optional[Tensor] = None,
+                             cols: Optional[Tensor] = None,
                              ) -> tuple[Tensor, Tensor]:
         r"""Laplace approximation around the refined factors: for each row
         the inverse of the Hessian of :math:`J` in
@@ -539,22 +563,37 @@ class MAPRefinement(torch.nn.Module):
         :math:`(\Lambda_i + G_i / \sigma^2)^{-1}`, and likewise per column.
         Shapes ``(N, K+1, K+1)`` and ``(M, K+1, K+1)``, or with ``packed``
         their upper triangles ``(N, P)`` and ``(M, P)`` in the order of
-        :func:`packed_index`."""
+        :func:`packed_index`.
+
+        Args:
+            col_gram (torch.Tensor, optional): The column Gram matrices of
+                the final row factors, as :meth:`forward` returns them with
+                ``return_col_gram``, which saves aggregating them again.
+            rows (torch.Tensor, optional): Ids of the only rows whose
+                covariances are wanted, ``(R,)``; the row output then has
+                ``R`` entries in that order. (default: all rows)
+            cols (torch.Tensor, optional): The same for columns.
+        """
         k1 = P.size(1)
         upper = packed_index(k1, P.device)
         out = []
-        for other, aggregate, (_, precision) in (
-                (Q, ops.rows_from_cols, row_prior),
-                (P, ops.cols_from_rows, col_prior)):
+        for other, aggregate, (_, precision), gram, subset in (
+                (Q, ops.rows_from_cols, row_prior, None, rows),
+                (P, ops.cols_from_rows, col_prior, col_gram, cols)):
+            if gram is None:  # With the fast backend, G's upper triangle.
+                gram, _ = side_statistics(other, None, aggregate,
+                                          not ops.reference)
+            gram = gram.detach()
+            if subset is not None:
+                gram = gram.index_select(0, subset)
+                precision = precision.index_select(0, subset)
             if ops.reference:
-                gram, _ = side_statistics(other, z, aggregate)
                 hessian = gram / self.noise_var + torch.diag_embed(precision)
                 cov = torch.cholesky_inverse(_cholesky(hessian))
                 if packed:  # (S, K+1, K+1) -> (S, P)
                     cov = cov.reshape(-1, k1 * k1).index_select(
                         1, upper[0] * k1 + upper[1])
-            else:  # Only G, aggregated as its upper triangle.
-                gram, _ = side_statistics(other, None, aggregate, True)
+            else:
                 cov = packed_spd_inverse(gram / self.noise_var, precision)
                 if not packed:
                     cov = unpack_symmetric(cov, k1)

@@ -133,6 +133,26 @@ def test_model_sparse_equals_scatter_backend(graphs, device):
         ref.predictive_variance(ref(batch), query))
 
 
+def test_model_covariances_only_where_queried(graphs):
+    r"""Covariances restricted to the queried rows and columns equal the
+    full ones there and are zero elsewhere, and give the same predictive
+    variances."""
+    model = _model()
+    graph = _double(graphs[1])
+    fact = model(graph)
+    query = graph.edge_label_index[:, :4]
+    full = model.covariances(fact)
+    some = model.covariances(fact, query)
+    for side, (a, b) in enumerate(zip(full, some)):
+        hit = torch.zeros(a.size(0), dtype=torch.bool)
+        hit[query[side]] = True
+        assert not hit.all()
+        torch.testing.assert_close(b[hit], a[hit])
+        assert (b[~hit] == 0).all()
+    torch.testing.assert_close(model.predictive_variance(fact, query, full),
+                               model.predictive_variance(fact, query))
+
+
 def test_model_errors_say_what_they_got(graphs):
     model = _model()
     graph = _double(graphs[0])

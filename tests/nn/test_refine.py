@@ -177,6 +177,7 @@ def solver_path(request, monkeypatch):
     lapack_below, block = SOLVER_PATHS[request.param]
     monkeypatch.setattr(refine_module, '_LAPACK_BELOW', lapack_below)
     monkeypatch.setattr(refine_module, '_SYSTEMS_PER_BLOCK', block)
+    monkeypatch.setattr(refine_module, '_SYSTEMS_PER_INVERSE_BLOCK', block)
     return request.param
 
 
@@ -248,3 +249,37 @@ def test_refine_fast_kernels_equal_reference(graphs, solver, device,
         results.append((P, Q, priors[0][0].grad, priors[1][1].grad,
                         refine.log_noise_var.grad, *cov))
     torch.testing.assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize('backend', ['sparse', 'scatter'])
+@pytest.mark.parametrize('solver', ['als', 'gd'])
+def test_refine_covariance_reuses_last_gram_and_takes_subsets(
+        graphs, backend, solver):
+    r"""The column Gram matrices that the last step aggregated are those of
+    the final row factors, so the covariances built from them equal the
+    recomputed ones; asking for some rows and columns gives exactly those
+    covariances, in the order asked."""
+    batch = Batch.from_data_list(graphs)
+    z, _, row_prior, col_prior = _problem(batch, 3)
+    ops = BipartiteOps.from_graph(batch, backend)
+    refine = MAPRefinement(num_steps=2, solver=solver).double()
+    with torch.no_grad():
+        P, Q, col_gram = refine(z, ops, row_prior, col_prior,
+                                return_col_gram=True)
+        again = side_statistics(P, None, ops.cols_from_rows,
+                                packed=backend == 'sparse')[0]
+        torch.testing.assert_close(col_gram, again)
+        full = refine.posterior_covariance(P, Q, z, ops, row_prior,
+                                           col_prior)
+        reused = refine.posterior_covariance(P, Q, z, ops, row_prior,
+                                             col_prior, col_gram=col_gram)
+        torch.testing.assert_close(reused, full)
+        rows = torch.tensor([4, 0, 2])
+        cols = torch.tensor([1, batch.num_cols - 1])
+        some = refine.posterior_covariance(P, Q, z, ops, row_prior,
+                                           col_prior, col_gram=col_gram,
+                                           rows=rows, cols=cols)
+        torch.testing.assert_close(some[0], full[0][rows])
+        torch.testing.assert_close(some[1], full[1][cols])
+        assert refine(z, ops, row_prior, col_prior, num_steps=0,
+                      return_col_gram=True)[2] is None
