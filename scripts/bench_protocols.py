@@ -1,5 +1,5 @@
 """Benchmark protocols A, B and C: the meta-learned model, its ablations and
-per-matrix baselines on exactly the same tasks (see gnn_metamf/protocols.py).
+per-matrix baselines on exactly the same tasks (see gnn_metamf/protocols/).
 
     python scripts/bench_protocols.py --protocol all --out results
     python scripts/bench_protocols.py --protocol A C --jobs 2 --steps 1200
