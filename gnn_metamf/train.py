@@ -79,12 +79,15 @@ def sampler_seed(seed: int, rank: int, dataset: int) -> int:
 
 @dataclass
 class TrainResult:
-    r"""What :meth:`Trainer.fit` returns."""
+    r"""What :meth:`Trainer.fit` returns: the best validation step, its
+    pooled validation RMSE and its selection score (see
+    :meth:`Trainer.validate`)."""
     best_step: int
     best_val_rmse: float
     steps: int
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    best_val_score: float = math.nan
 
 
 class _LossModule(torch.nn.Module):
@@ -122,11 +125,17 @@ class Trainer:
             task_sampler(config, p['train'], sampler_seed(config.seed,
                                                           self.rank, k))
             for k, p in enumerate(self.parts.values())]
-        self.val_tasks = [
-            task for p in self.parts.values()
-            for task in task_sampler(config, p['val'], VAL_SEED +
-                                     config.seed).fixed_tasks(
-                                         config.val_tasks)]
+        self.val_sets = {
+            name: task_sampler(config, p['val'], VAL_SEED +
+                               config.seed).fixed_tasks(config.val_tasks)
+            for name, p in self.parts.items()}
+        self.val_tasks = [task for tasks in self.val_sets.values()
+                          for task in tasks]
+        # The unit of each dataset's errors when several share a model
+        # selection: the spread of its meta-train values.
+        self.val_scales = {
+            name: float(p['train'].edge_value.double().std())
+            for name, p in self.parts.items()}
 
         self.model = MetaMF(**vars(config.model))
         self.optimizer = torch.optim.Adam(self.model.parameters(),
@@ -138,6 +147,7 @@ class Trainer:
                 self._loss, find_unused_parameters=config.model.num_steps
                 == 0)
         self.step = 0
+        self.best_val_score = math.inf
         self.best_val_rmse = math.inf
         self.best_step = 0
         self.best_state = _copy_state(self.model)
@@ -168,8 +178,32 @@ class Trainer:
         return {'loss': loss.item(), **stats}
 
     def validate(self) -> dict[str, float]:
-        r"""Metrics of the current model on the validation tasks."""
-        return evaluate_tasks(self.model, self.val_tasks)
+        r"""Metrics of the current model on the validation tasks: ``rmse``,
+        ``mae`` and ``nll`` pooled over all their query entries, and
+        ``score``, by which the best model is chosen. With one dataset the
+        score is the RMSE. With several it is the mean over datasets of
+        each one's RMSE divided by the standard deviation of its meta-train
+        values (then also given as ``rmse:<dataset>``), so that a dataset
+        rated 1-100 does not outweigh one rated 1-5 as it would in the
+        pooled RMSE."""
+        if len(self.val_sets) == 1:
+            out = evaluate_tasks(self.model, self.val_tasks)
+            return {**out, 'score': out['rmse']}
+        per = {name: evaluate_tasks(self.model, tasks)
+               for name, tasks in self.val_sets.items()}
+        counts = {name: m['num_entries'] for name, m in per.items()}
+        total = max(sum(counts.values()), 1)
+
+        def pooled(key: str, power: int = 1) -> float:
+            return sum(counts[name] * m[key] ** power
+                       for name, m in per.items()) / total
+        out = {'num_entries': sum(counts.values()),
+               'rmse': math.sqrt(pooled('rmse', 2)),
+               'mae': pooled('mae'), 'nll': pooled('nll'),
+               'score': sum(m['rmse'] / self.val_scales[name]
+                            for name, m in per.items()) / len(per)}
+        out.update({f'rmse:{name}': m['rmse'] for name, m in per.items()})
+        return out
 
     def fit(self, on_validation: Optional[Callable[[dict], None]] = None,
             progress: bool = False) -> TrainResult:
@@ -207,7 +241,7 @@ class Trainer:
         if self.out_dir is not None and self.rank == 0:
             self._write_curves()
         return TrainResult(self.best_step, self.best_val_rmse, self.step,
-                           stopped, list(self.history))
+                           stopped, list(self.history), self.best_val_score)
 
     def _record(self, window: list[dict], elapsed: float) -> dict:
         val = self.validate()
@@ -219,10 +253,14 @@ class Trainer:
             'val_rmse': val['rmse'],
             'val_mae': val['mae'],
             'val_nll': val['nll'],
+            'val_score': val['score'],
+            **{f'val_{key}': value for key, value in val.items()
+               if key.startswith('rmse:')},
             'tasks_per_s': tasks / max(elapsed, 1e-9),
         }
-        if val['rmse'] < self.best_val_rmse:
-            self.best_val_rmse, self.best_step = val['rmse'], self.step
+        if val['score'] < self.best_val_score:
+            self.best_val_score, self.best_step = val['score'], self.step
+            self.best_val_rmse = val['rmse']
             self.best_state = _copy_state(self.model)
             self.bad_validations = 0
         else:
@@ -243,6 +281,7 @@ class Trainer:
             'samplers': [s.state_dict() for s in self.samplers],
             'best_state': self.best_state,
             'best_val_rmse': self.best_val_rmse,
+            'best_val_score': self.best_val_score,
             'best_step': self.best_step,
             'bad_validations': self.bad_validations,
             'history': self.history,
@@ -264,6 +303,9 @@ class Trainer:
             sampler.counter = saved['counter']
         self.best_state = state['best_state']
         self.best_val_rmse = state['best_val_rmse']
+        # Runs saved before the score existed chose by the pooled RMSE.
+        self.best_val_score = state.get('best_val_score',
+                                        self.best_val_rmse)
         self.best_step = state['best_step']
         self.bad_validations = state['bad_validations']
         self.history = list(state['history'])

@@ -75,7 +75,8 @@ def test_train_early_stopping_keeps_best(tmp_path, parts, monkeypatch):
     def validate(self):
         seen[self.step] = {k: v.clone()
                            for k, v in self.model.state_dict().items()}
-        return {'rmse': next(scores), 'mae': 0.0, 'nll': 0.0}
+        score = next(scores)
+        return {'rmse': score, 'mae': 0.0, 'nll': 0.0, 'score': score}
 
     monkeypatch.setattr(Trainer, 'validate', validate)
     trainer = Trainer(tiny_config(steps=40, patience=2), tmp_path, parts)
@@ -97,3 +98,39 @@ def test_train_config_round_trip_and_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown model configuration "
                                          r"key\(s\) \['depth'\]"):
         TrainConfig.from_dict(state)
+
+
+def _scaled(parts, factor):
+    out = {}
+    for name, graph in parts.items():
+        graph = graph.clone()
+        graph.edge_value = graph.edge_value * factor
+        if graph.get('edge_label') is not None:
+            graph.edge_label = graph.edge_label * factor
+        out[name] = graph
+    return out
+
+
+def test_train_validation_score_ignores_each_dataset_scale(parts):
+    r"""With several datasets the best model is chosen by the mean of each
+    dataset's RMSE in units of its own spread: rating one dataset 20 times
+    larger changes the pooled RMSE but not the score."""
+    one = parts['synthetic']
+    config = tiny_config(datasets=('a', 'b'))
+    scores, pooled = [], []
+    for factor in (1.0, 20.0):
+        both = {'a': one, 'b': _scaled(one, factor)}
+        trainer = Trainer(config, parts=both)
+        val = trainer.validate()
+        assert val['rmse:b'] == pytest.approx(factor * val['rmse:a'],
+                                              rel=1e-4)
+        scale = trainer.val_scales
+        assert scale['b'] == pytest.approx(factor * scale['a'], rel=1e-6)
+        assert val['score'] == pytest.approx(
+            (val['rmse:a'] / scale['a'] + val['rmse:b'] / scale['b']) / 2)
+        scores.append(val['score'])
+        pooled.append(val['rmse'])
+    assert scores[1] == pytest.approx(scores[0], rel=1e-4)
+    assert pooled[1] > 10 * pooled[0]
+    record = Trainer(config, parts={'a': one, 'b': one}).fit().history[-1]
+    assert {'val_score', 'val_rmse:a', 'val_rmse:b'} <= set(record)

@@ -281,10 +281,16 @@ def _default_out(config: TrainConfig) -> Path:
 
 
 def _print_record(record: dict) -> None:
+    # With several datasets: each one's validation RMSE and the score that
+    # chooses the best model (Trainer.validate).
+    several = ''.join(f'  {key} {value:.4f}' for key, value in record.items()
+                      if key.startswith('val_rmse:'))
+    if several:
+        several += f"  val_score {record['val_score']:.4f}"
     _echo(f"step {record['step']:5d}  train_loss {record['train_loss']:.4f}  "
           f"train_rmse {record['train_rmse']:.4f}  "
           f"val_rmse {record['val_rmse']:.4f}  "
-          f"val_mae {record['val_mae']:.4f}  "
+          f"val_mae {record['val_mae']:.4f}{several}  "
           f"tasks/s {record['tasks_per_s']:.1f}")
 
 
