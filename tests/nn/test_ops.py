@@ -154,3 +154,44 @@ def test_ops_pair_dot_equals_gathered_dot(order, device):
     torch.testing.assert_close(PairDot(index, 7, 5)(F, G), expected)
     empty = torch.zeros(2, 0, dtype=torch.long, device=device)
     assert PairDot(empty, 7, 5)(F, G).shape == (0,)
+
+
+# The CPU kernels chosen by size: scipy's CSR sum (entries grouped), its
+# CSC sum (unsorted, small output), PyTorch's CSR sum (unsorted, large
+# output, or the kernels switched off), and the tiled weighted product
+# (large features). Tiny thresholds make each choice happen on tiny data.
+KERNELS = {
+    'default': dict(),
+    'torch-only': dict(CPU_KERNELS=False),
+    'no-scatter-sums': dict(SCATTER_BYTES=0),
+    'tiled-products': dict(TILE_BYTES=64),
+}
+
+
+@pytest.mark.parametrize('kernels', list(KERNELS))
+@pytest.mark.parametrize('order', ['row-major', 'col-major', 'shuffled'])
+def test_ops_cpu_kernels_equal_scatter(graphs, kernels, order, monkeypatch):
+    from gnn_metamf.nn import ops as ops_module
+    for name, value in KERNELS[kernels].items():
+        monkeypatch.setattr(ops_module, name, value)
+    graph = Batch.from_data_list([_orders(g)[order] for g in graphs])
+    sparse, scatter = _ops(graph, 'sparse'), _ops(graph, 'scatter')
+    gen = torch.Generator().manual_seed(4)
+    results = []
+    for ops in (sparse, scatter):
+        x_edge, x_row, x_col = (
+            torch.randn(n, 6, generator=gen.manual_seed(k),
+                        dtype=torch.float64).requires_grad_()
+            for k, n in enumerate((graph.num_entries, graph.num_rows,
+                                   graph.num_cols)))
+        w = graph.edge_value.double()
+        out = (ops.row_sum(x_edge), ops.col_sum(x_edge),
+               ops.graph_sum(x_edge), ops.gather_col(x_col),
+               ops.rows_from_cols(x_col), ops.rows_from_cols(x_col, w),
+               ops.cols_from_rows(x_row, w))
+        loss = sum((t.cos() * (k + 1)).sum() for k, t in enumerate(out))
+        loss.backward()
+        results.append(out + (x_edge.grad, x_row.grad, x_col.grad))
+    torch.testing.assert_close(results[0], results[1])
+    if kernels == 'tiled-products':  # More than one tile was used.
+        assert len(sparse._by_row._tiles(x_col)) > 1
