@@ -37,13 +37,16 @@ benchmark: setup
 	$(PY) scripts/bench_protocols.py --protocol all --out results
 
 # Speed and memory: MetaMF imputing unseen matrices against per-matrix MF
-# and scikit-surprise's SVD, then meta-training throughput; one thread each.
-# Tables in results/speed/ (adapt.md, train.md). SPEED_ARGS=--quick: < 4 min.
+# and scikit-surprise's SVD, then meta-training throughput. Tables in
+# results/speed/ (adapt.md, train.md). SPEED_ARGS=--quick: < 4 min. With
+# the demo's checkpoint (make demo) MetaMF's RMSE is reported too.
 SPEED_ARGS ?=
+SPEED_CHECKPOINT ?= runs/demo/checkpoint.pt
 benchmark-speed: setup
 	$(PY) -c "import surprise" 2>/dev/null || \
 		$(PY) -m pip install -q scikit-surprise
-	OMP_NUM_THREADS=1 $(PY) scripts/bench_adapt.py --out results/speed \
+	$(PY) scripts/bench_adapt.py --out results/speed \
+		$(if $(wildcard $(SPEED_CHECKPOINT)),--checkpoint $(SPEED_CHECKPOINT)) \
 		$(SPEED_ARGS)
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_train.py --out results/speed \
 		$(SPEED_ARGS)

@@ -37,7 +37,10 @@ class Factorization:
 
     ``P`` (N, K + 1) holds :math:`[\mathbf{u}_i; b_i]` per row and ``Q``
     (M, K + 1) :math:`[\mathbf{v}_j; c_j]` per column, in the normalised
-    scale of :class:`~gnn_metamf.nn.normalize.MatrixScale`.
+    scale of :class:`~gnn_metamf.nn.normalize.MatrixScale`. ``z`` (E,) are
+    the normalised observed values in the entry order of ``ops``, which
+    for large matrices without autograd is a cache-friendly reordering of
+    the graph's (:meth:`BipartiteOps.in_cache_order`).
     """
     P: Tensor
     Q: Tensor
@@ -239,8 +242,16 @@ class MetaMF(torch.nn.Module):
         # trace (scripts/bench_adapt.py times them); free otherwise.
         with record_function('metamf.index'):
             ops = BipartiteOps.from_graph(graph, self.backend)
+            value = graph.edge_value
+            if not torch.is_grad_enabled():
+                # Large matrices: entries in an order that keeps the node
+                # states each pass touches in cache (the order of the
+                # entries does not change the result).
+                ops, perm = ops.in_cache_order(self._node_bytes())
+                if perm is not None:
+                    value = value.index_select(0, perm)
         with record_function('metamf.normalize'):
-            value = graph.edge_value.to(self.log_kappa.dtype)
+            value = value.to(self.log_kappa.dtype)
             scale = MatrixScale.fit(value, ops)
             z = scale.normalize(value, ops.edge_batch)  # (E,)
         start = None
@@ -262,6 +273,13 @@ class MetaMF(torch.nn.Module):
             col_gram = col_gram.detach()
         return Factorization(P, Q, row_prior, col_prior, z, ops, scale,
                              col_gram)
+
+    def _node_bytes(self) -> int:
+        r"""Bytes of the widest state per row or column that a pass over
+        the entries gathers or sums: the encoder's hidden states."""
+        width = (self.encoder.hidden_channels if self.prior == 'encoder'
+                 else self.rank + 1)
+        return width * self.log_kappa.element_size()
 
     def _fixed_prior(self, ops: BipartiteOps, dtype: torch.dtype):
         precision = F.softplus(self.fixed_precision).to(dtype) + 1e-3

@@ -25,6 +25,7 @@ reference with ``'scatter'`` (see :attr:`BipartiteOps.reference`).
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Optional
@@ -132,6 +133,46 @@ class BipartiteOps:
         return cls(graph.edge_index, graph.num_rows, graph.num_cols,
                    graph.row_batch, graph.col_batch, graph.num_matrices,
                    backend)
+
+    def in_cache_order(self, node_bytes: int
+                       ) -> tuple[BipartiteOps, Optional[Tensor]]:
+        r"""The same entries reordered so that consecutive entries touch
+        few rows and columns, when the states of all rows or of all columns
+        (``node_bytes`` bytes each) would not fit in :data:`TILE_BYTES`.
+
+        Rows are cut into tiles of ``T = TILE_BYTES // node_bytes`` rows
+        and columns likewise; entries are ordered by row tile, then column
+        tile, keeping their order inside a tile. A pass over the entries
+        (gathering row and column states, summing into rows and columns)
+        then works on one tile's states at a time, in cache, instead of
+        jumping across all of them. Results equal those in the original
+        order up to float rounding.
+
+        Returns the reordered operations and ``perm`` (E,), the original id
+        of each entry in the new order (per-entry inputs ``x`` are passed
+        as ``x[perm]``), or ``(self, None)`` when the states fit or the
+        backend is the reference one or not on CPU.
+        """
+        per_tile = max(1, TILE_BYTES // max(1, node_bytes))
+        if self.reference or self.row.device.type != 'cpu' or \
+                max(self.num_rows, self.num_cols) <= per_tile:
+            return self, None
+        col_tiles = math.ceil(self.num_cols / per_tile)
+        num_tiles = math.ceil(self.num_rows / per_tile) * col_tiles
+        tile = (torch.div(self.row, per_tile, rounding_mode='floor') *
+                col_tiles + torch.div(self.col, per_tile,
+                                      rounding_mode='floor'))  # (E,)
+        perm = _stable_argsort(tile, num_tiles)  # new position -> old id
+        inverse = torch.empty_like(perm)  # old id -> new position
+        inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+        out = copy.copy(self)
+        out.row, out.col, out.edge_batch = (
+            t.index_select(0, perm) for t in (self.row, self.col,
+                                              self.edge_batch))
+        out._by_row, out._by_col, out._by_graph = (
+            c.permuted(perm, inverse, local=True)
+            for c in (self._by_row, self._by_col, self._by_graph))
+        return out, perm
 
     # ------------------------------------------------------------------
     # Entry -> row, column or matrix.
@@ -336,8 +377,28 @@ class _Compressed:
         self.perm_is_identity = perm is None
         self.perm = (torch.arange(self.num_entries, device=key.device)
                      if perm is None else perm)  # (E,)
+        # Whether consecutive entries fall into few groups (tile order, see
+        # BipartiteOps.in_cache_order): sums may then add entry by entry
+        # whatever the number of groups.
+        self.local = False
         self._cache: dict = {}
         self._weighted: Optional[tuple] = None
+
+    def permuted(self, perm: Tensor, inverse: Tensor,
+                 local: bool) -> _Compressed:
+        r"""The same groups for the entries reordered by ``perm`` (new
+        position -> old id; ``inverse`` is the other way round). Within a
+        group the entries keep their relative order when ``perm`` keeps
+        it, as a tile order of row-sorted entries does."""
+        out = copy.copy(self)
+        out.key = self.key.index_select(0, perm)
+        out.perm_pair = (inverse if self.perm_pair is None else
+                         inverse.index_select(0, self.perm_pair))
+        out.perm = inverse.index_select(0, self.perm)
+        out.perm_is_identity = False
+        out.local = local
+        out._cache, out._weighted = {}, None
+        return out
 
     def _csr(self, col_indices: Tensor, values: Tensor,
              num_cols: int) -> Tensor:
@@ -358,16 +419,18 @@ class _Compressed:
         PyTorch's CSR product (measured by ``scripts/bench_adapt.py``):
         the CSR product when the entries are already grouped (each group
         sums a contiguous slice of ``x``), else, while the ``(S, D)`` sums
-        fit in :data:`SCATTER_BYTES`, the CSC product, which adds each
-        entry into its group's sum in cache. Larger unsorted sums, other
-        devices and dtypes use PyTorch's CSR product."""
+        fit in :data:`SCATTER_BYTES` or the entries come in tile order
+        (:meth:`BipartiteOps.in_cache_order`), the CSC product, which adds
+        each entry into its group's sum in cache. Larger unsorted sums,
+        other devices and dtypes use PyTorch's CSR product."""
         if not CPU_KERNELS or x.device.type != 'cpu' or x.dim() != 2 or \
                 x.dtype not in (torch.float32, torch.float64) or \
                 self.num_entries == 0:
             return torch.mm(self.incidence(x), x)
         if self.perm_is_identity:
             kind = 'csr'
-        elif self.size * x.size(1) * x.element_size() <= SCATTER_BYTES:
+        elif self.local or \
+                self.size * x.size(1) * x.element_size() <= SCATTER_BYTES:
             kind = 'csc'
         else:
             return torch.mm(self.incidence(x), x)

@@ -133,6 +133,24 @@ def test_model_sparse_equals_scatter_backend(graphs, device):
         ref.predictive_variance(ref(batch), query))
 
 
+@pytest.mark.parametrize('layer', ['exchangeable', 'node'])
+def test_model_impute_in_cache_order_equals_reference(graphs, layer,
+                                                      monkeypatch):
+    r"""Large matrices are imputed with their entries in tile order
+    (tiny tiles here: 2 rows or columns of 8 float64 states) and with
+    column-tiled products; the predictions are those of the reference."""
+    from gnn_metamf.nn import ops as ops_module
+    monkeypatch.setattr(ops_module, 'TILE_BYTES', 128)
+    batch = Batch.from_data_list([_double(g) for g in graphs])
+    query = batch.edge_label_index
+    fast, ref = (_model(backend=b, layer=layer)
+                 for b in ('sparse', 'scatter'))
+    with torch.no_grad():  # The entries were reordered.
+        assert not torch.equal(fast(batch).ops.row, batch.edge_index[0])
+    torch.testing.assert_close(fast.impute(batch, query),
+                               ref.impute(batch, query))
+
+
 def test_model_covariances_only_where_queried(graphs):
     r"""Covariances restricted to the queried rows and columns equal the
     full ones there and are zero elsewhere, and give the same predictive

@@ -195,3 +195,44 @@ def test_ops_cpu_kernels_equal_scatter(graphs, kernels, order, monkeypatch):
     torch.testing.assert_close(results[0], results[1])
     if kernels == 'tiled-products':  # More than one tile was used.
         assert len(sparse._by_row._tiles(x_col)) > 1
+
+
+@pytest.mark.parametrize('kernels', ['default', 'torch-only'])
+@pytest.mark.parametrize('order', ['row-major', 'shuffled'])
+def test_ops_in_cache_order_equals_scatter(graphs, kernels, order,
+                                           monkeypatch):
+    from gnn_metamf.nn import ops as ops_module
+    for name, value in KERNELS[kernels].items():
+        monkeypatch.setattr(ops_module, name, value)
+    # Tiles of 3 rows and 3 columns (24 bytes per node, 72-byte tiles).
+    monkeypatch.setattr(ops_module, 'TILE_BYTES', 72)
+    graph = Batch.from_data_list([_orders(g)[order] for g in graphs])
+    base = _ops(graph, 'sparse')
+    tiled, perm = base.in_cache_order(24)
+    assert sorted(perm.tolist()) == list(range(graph.num_entries))
+    # Tile order: the (row tile, column tile) of consecutive entries never
+    # returns to an earlier one.
+    tile = (tiled.row // 3) * 100 + tiled.col // 3
+    assert bool((tile[1:] >= tile[:-1]).all())
+    torch.testing.assert_close(tiled.row, graph.edge_index[0][perm])
+    scatter = _ops(graph, 'scatter')
+    gen = torch.Generator().manual_seed(5)
+    x_edge = torch.randn(graph.num_entries, 6, generator=gen,
+                         dtype=torch.float64)
+    x_row = torch.randn(graph.num_rows, 6, generator=gen,
+                        dtype=torch.float64)
+    x_col = torch.randn(graph.num_cols, 6, generator=gen,
+                        dtype=torch.float64)
+    w = graph.edge_value.double()
+    for name in ('row_sum', 'col_sum', 'graph_sum'):
+        torch.testing.assert_close(getattr(tiled, name)(x_edge[perm]),
+                                   getattr(scatter, name)(x_edge))
+    torch.testing.assert_close(tiled.gather_col(x_col),
+                               scatter.gather_col(x_col)[perm])
+    torch.testing.assert_close(tiled.rows_from_cols(x_col, w[perm]),
+                               scatter.rows_from_cols(x_col, w))
+    torch.testing.assert_close(tiled.cols_from_rows(x_row, w[perm]),
+                               scatter.cols_from_rows(x_row, w))
+    torch.testing.assert_close(tiled.row_degree, scatter.row_degree)
+    # Small states need no reordering.
+    assert base.in_cache_order(1)[1] is None
