@@ -37,7 +37,8 @@ benchmark: setup
 	$(PY) scripts/bench_protocols.py --protocol all --out results
 
 # Speed and memory: MetaMF imputing unseen matrices against per-matrix MF
-# and scikit-surprise's SVD, then meta-training throughput. Tables in
+# and scikit-surprise's SVD (MetaMF at one thread and at every core, the
+# baselines at one), then meta-training throughput (one thread). Tables in
 # results/speed/ (adapt.md, train.md). SPEED_ARGS=--quick: < 4 min. With
 # the demo's checkpoint (make demo) MetaMF's RMSE is reported too.
 SPEED_ARGS ?=
