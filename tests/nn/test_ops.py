@@ -86,17 +86,19 @@ def _orders(graph):
                                ('shuffled', shuffled))}
 
 
+def _features(graph, width, seed):
+    r"""Seeded float64 features of its entries, rows and columns."""
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(n, width, generator=gen, dtype=torch.float64)
+                 for n in (graph.num_entries, graph.num_rows,
+                           graph.num_cols))
+
+
 @pytest.mark.parametrize('order', ['row-major', 'col-major', 'shuffled'])
 def test_ops_sparse_equals_scatter_in_any_entry_order(graphs, order):
     graph = _orders(graphs[2])[order]
     sparse, scatter = _ops(graph, 'sparse'), _ops(graph, 'scatter')
-    gen = torch.Generator().manual_seed(1)
-    x_edge = torch.randn(graph.num_entries, 3, generator=gen,
-                         dtype=torch.float64)
-    x_col = torch.randn(graph.num_cols, 3, generator=gen,
-                        dtype=torch.float64)
-    x_row = torch.randn(graph.num_rows, 3, generator=gen,
-                        dtype=torch.float64)
+    x_edge, x_row, x_col = _features(graph, 3, seed=1)
     w = graph.edge_value.double()
     for name in ('row_sum', 'col_sum', 'graph_sum'):
         torch.testing.assert_close(getattr(sparse, name)(x_edge),
@@ -216,13 +218,7 @@ def test_ops_in_cache_order_equals_scatter(graphs, kernels, order,
     assert bool((tile[1:] >= tile[:-1]).all())
     torch.testing.assert_close(tiled.row, graph.edge_index[0][perm])
     scatter = _ops(graph, 'scatter')
-    gen = torch.Generator().manual_seed(5)
-    x_edge = torch.randn(graph.num_entries, 6, generator=gen,
-                         dtype=torch.float64)
-    x_row = torch.randn(graph.num_rows, 6, generator=gen,
-                        dtype=torch.float64)
-    x_col = torch.randn(graph.num_cols, 6, generator=gen,
-                        dtype=torch.float64)
+    x_edge, x_row, x_col = _features(graph, 6, seed=5)
     w = graph.edge_value.double()
     for name in ('row_sum', 'col_sum', 'graph_sum'):
         torch.testing.assert_close(getattr(tiled, name)(x_edge[perm]),
