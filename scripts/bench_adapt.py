@@ -22,8 +22,8 @@ Each time is the median of ``--repeats`` runs (fewer when a run exceeds
 ``--budget`` seconds, but MetaMF at least ``--min-repeats``, 3 by default:
 the first run on a large matrix can be much slower, as it faults in the
 memory later runs reuse: 30-40 s against 20-28 s at 10^7 entries on the
-development machine, and a median of three leaves it out); the time of the first run is reported beside it, as what
-a single call costs. MetaMF
+development machine, and a median of three leaves it out); the time of
+the first run is reported beside it, as what a single call costs. MetaMF
 runs at every thread count of ``--threads``
 (default: one thread and every core), the baselines at those of
 ``--baseline-threads`` (default: one; scikit-surprise is single-threaded
