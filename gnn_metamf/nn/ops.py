@@ -382,7 +382,6 @@ class _Compressed:
         # whatever the number of groups.
         self.local = False
         self._cache: dict = {}
-        self._weighted: Optional[tuple] = None
 
     def permuted(self, perm: Tensor, inverse: Tensor,
                  local: bool) -> _Compressed:
@@ -397,7 +396,7 @@ class _Compressed:
         out.perm = inverse.index_select(0, self.perm)
         out.perm_is_identity = False
         out.local = local
-        out._cache, out._weighted = {}, None
+        out._cache = {}
         return out
 
     def _csr(self, col_indices: Tensor, values: Tensor,
@@ -437,19 +436,14 @@ class _Compressed:
         array = x.detach().contiguous().numpy()  # (E, D), no copy
         return torch.from_numpy(self._scipy(kind, x.dtype) @ array)
 
-    def _ones(self, dtype: torch.dtype) -> np.ndarray:
-        key = ('ones', dtype, 'numpy')
-        if key not in self._cache:
-            self._cache[key] = np.ones(self.num_entries, dtype=np.float32
-                                       if dtype == torch.float32 else
-                                       np.float64)
-        return self._cache[key]
-
     def _scipy(self, kind: str, dtype: torch.dtype):
+        r"""The ``(S, E)`` incidence as a :mod:`scipy.sparse` matrix,
+        ``'csr'`` (entries grouped) or ``'csc'``, sharing the index
+        memory of the tensors."""
         key = (kind, dtype)
         if key not in self._cache:
             shape = (self.size, self.num_entries)
-            ones = self._ones(dtype)
+            ones = torch.ones(self.num_entries, dtype=dtype).numpy()
             if kind == 'csr':  # group g sums entries crow[g]:crow[g + 1]
                 matrix = scipy.sparse.csr_matrix(
                     (ones, np.arange(self.num_entries), self.crow.numpy()),
@@ -478,29 +472,32 @@ class _Compressed:
         ``A_w`` are cut into tiles whose slice of ``x`` stays in cache, and
         the output accumulates tile by tile (each pass over it in order):
         about 2x (10^6 entries) to 3x (10^7) faster there."""
-        tiles = self._tiles(x)
-        if tiles is None:
+        width = self._tile_width(x)
+        if width is None:
             return torch.mm(self.matrix(weight, x), x)
         out = x.new_zeros(self.size, x.size(1))
-        for start, stop, matrix in self._tile_matrices(tiles, weight, x):
+        for start, stop, matrix in self._tile_matrices(width, weight,
+                                                       x.dtype):
             out.addmm_(matrix, x[start:stop])
         return out
 
-    def _tiles(self, x: Tensor) -> Optional[list]:
-        r"""The column tiles of ``A_w`` for features like ``x``, or None
-        when one tile would hold them all: per tile, its columns
-        ``start:stop``, its entries (positions in pair order, by group),
-        its CSR row pointers and its entries' columns within the tile."""
+    def _tile_width(self, x: Tensor) -> Optional[int]:
+        r"""Columns per tile of ``A_w`` for features like ``x``, or None
+        when one tile would hold them all (or not on CPU)."""
         if x.device.type != 'cpu' or x.dim() != 2 or self.other_size < 2:
             return None
         num = math.ceil(self.other_size * x.size(1) * x.element_size() /
                         TILE_BYTES)
-        if num < 2:
-            return None
-        width = math.ceil(self.other_size / num)
-        num = math.ceil(self.other_size / width)  # no empty last tiles
+        return None if num < 2 else math.ceil(self.other_size / num)
+
+    def _tiles(self, width: int) -> list:
+        r"""The column tiles of ``A_w``, ``width`` columns each: per tile,
+        its columns ``start:stop``, its entries (positions in pair order,
+        by group), its CSR row pointers and its entries' columns within
+        the tile."""
         key = ('tiles', width)
         if key not in self._cache:
+            num = math.ceil(self.other_size / width)
             tile = torch.div(self.other, width, rounding_mode='floor')
             order = _stable_argsort(tile, num)  # (E,), by tile then group
             bounds = torch.bincount(tile, minlength=num).cumsum(0).tolist()
@@ -522,46 +519,45 @@ class _Compressed:
             self._cache[key] = tiles
         return self._cache[key]
 
-    def _tile_matrices(self, tiles: list, weight: Optional[Tensor],
-                       like: Tensor) -> list:
-        key = ('tile matrices', tiles[0][1], like.dtype)
-        cached = self._cache.get(key)
-        version = None if weight is None else weight._version
-        if cached is not None and cached[0] is weight and \
-                cached[1] == version:
-            return cached[2]
-        values = (like.new_ones(self.num_entries) if weight is None else
-                  _take(weight, self.perm_pair).to(like.dtype))  # (E,)
-        matrices = []
-        for start, stop, entries, crow, cols in tiles:
-            with warnings.catch_warnings():
-                warnings.filterwarnings('ignore', message='Sparse CSR tensor')
-                matrices.append((start, stop, torch.sparse_csr_tensor(
-                    crow, cols, values.index_select(0, entries),
-                    (self.size, stop - start), check_invariants=False)))
-        # The matrices of the last weight are kept, as in matrix().
-        self._cache[key] = (weight, version, matrices)
-        return matrices
+    def _tile_matrices(self, width: int, weight: Optional[Tensor],
+                       dtype: torch.dtype) -> list:
+        r"""Per tile of :meth:`_tiles`, its columns and its ``(S, width)``
+        CSR matrix of entry weights."""
+        def build(values: Tensor) -> list:
+            out = []
+            for start, stop, entries, crow, cols in self._tiles(width):
+                with warnings.catch_warnings():
+                    warnings.filterwarnings('ignore',
+                                            message='Sparse CSR tensor')
+                    out.append((start, stop, torch.sparse_csr_tensor(
+                        crow, cols, values.index_select(0, entries),
+                        (self.size, stop - start), check_invariants=False)))
+            return out
+        return self._per_weight(f'tiles of {width}', weight, dtype, build)
 
     def matrix(self, weight: Optional[Tensor], like: Tensor) -> Tensor:
-        r"""The ``(S, T)`` matrix of entry weights (ones for ``None``).
-        The matrix of the last weight tensor is kept, so that a loop that
+        r"""The ``(S, T)`` matrix of entry weights (ones for ``None``)."""
+        return self._per_weight('matrix', weight, like.dtype, lambda values:
+                                self._csr(self.other, values,
+                                          self.other_size))
+
+    def _per_weight(self, name: str, weight: Optional[Tensor],
+                    dtype: torch.dtype, build):
+        r"""``build(values)`` for the entry weights in pair order (ones for
+        ``None``), kept: for ones, always; for a weight tensor, until
+        another one comes or it changes in place, so that a loop that
         reuses one weight (the refinement's values) builds it once."""
-        num_cols = self.other_size
-        if weight is None:
-            key = ('ones', like.dtype)
-            if key not in self._cache:
-                self._cache[key] = self._csr(
-                    self.other, like.new_ones(self.num_entries), num_cols)
-            return self._cache[key]
-        last = self._weighted
-        if last is not None and last[0] is weight and \
-                last[1] == (weight._version, like.dtype):
-            return last[2]
-        values = _take(weight, self.perm_pair).to(like.dtype)
-        matrix = self._csr(self.other, values, num_cols)
-        self._weighted = (weight, (weight._version, like.dtype), matrix)
-        return matrix
+        key = (name, weight is None, dtype)
+        version = None if weight is None else weight._version
+        kept = self._cache.get(key)
+        if kept is not None and kept[0] is weight and kept[1] == version:
+            return kept[2]
+        values = (torch.ones(self.num_entries, dtype=dtype,
+                             device=self.key.device) if weight is None else
+                  _take(weight, self.perm_pair).to(dtype))  # (E,)
+        built = build(values)
+        self._cache[key] = (weight, version, built)
+        return built
 
 
 def _is_sorted(x: Tensor, strict: bool = False) -> bool:
